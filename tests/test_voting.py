@@ -1,0 +1,148 @@
+"""Voting and early-stop decisions: table-driven."""
+
+from __future__ import annotations
+
+import pytest
+
+from kit.voting import (
+    PLAIN,
+    SECOND_PLACE_RULES,
+    SECOND_PLACE_WEIGHTING,
+    Agreement,
+    StopRules,
+    Vote,
+    Weighting,
+    decided,
+    majority,
+    ranking,
+    tally,
+)
+
+
+def votes(*answers: int | None, tokens: list[int] | None = None) -> list[Vote]:
+    return [Vote(a, order=i, tokens=(tokens[i] if tokens else 100)) for i, a in enumerate(answers)]
+
+
+@pytest.mark.parametrize(
+    ("answers", "tie_break", "expected"),
+    [
+        ((1, 2, 2), "larger", 2),
+        ((5, 3, 5, 3), "larger", 5),
+        ((5, 3, 5, 3), "smaller", 3),
+        ((3, 5, 5, 3), "earliest", 3),
+        ((5, 3, 3, 5), "earliest", 5),
+        ((None, None), "larger", None),
+        ((), "larger", None),
+        ((None, 7, None), "larger", 7),
+        ((None, 7, 8, None, 8), "larger", 8),
+    ],
+)
+def test_majority(answers, tie_break, expected) -> None:
+    assert majority(votes(*answers), tie_break=tie_break) == expected
+
+
+def test_shortest_tie_break_uses_the_shortest_sample() -> None:
+    v = votes(10, 20, 10, 20, tokens=[900, 500, 800, 700])
+    assert majority(v, tie_break="shortest") == 20
+    v = votes(10, 20, 10, 20, tokens=[400, 500, 800, 700])
+    assert majority(v, tie_break="shortest") == 10
+
+
+def test_unknown_tie_break_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="tie_break"):
+        majority(votes(1, 2), tie_break="random")  # type: ignore[arg-type]
+
+
+def test_second_place_weighting_discounts_small_and_round_answers() -> None:
+    w = SECOND_PLACE_WEIGHTING
+    assert w.weight(Vote(7)) == pytest.approx(0.6)
+    assert w.weight(Vote(20)) == pytest.approx(0.6)
+    assert w.weight(Vote(21)) == pytest.approx(1.0)
+    assert w.weight(Vote(300)) == pytest.approx(0.6)
+    assert w.weight(Vote(0)) == pytest.approx(0.6)
+    assert w.weight(Vote(None)) == 0.0
+    # two votes for 100 (1.2) lose to two votes for 173 (2.0); plain voting ties and takes the larger
+    v = votes(100, 173, 100, 173)
+    assert majority(v, PLAIN) == 173
+    v = votes(100, 100, 100, 173, 173)
+    assert majority(v, PLAIN) == 100
+    assert majority(v, w) == 173  # 1.8 < 2.0
+
+
+def test_per_sample_and_per_kind_weights() -> None:
+    code_verified = [Vote(12, weight=2.0), Vote(30), Vote(30)]
+    assert tally(code_verified) == {12: 2.0, 30: 2.0}
+    assert majority(code_verified) == 30
+    assert majority(code_verified, tie_break="smaller") == 12
+    by_kind = Weighting(kind_weights={"tir": 1.5})
+    v = [Vote(12, kind="tir"), Vote(30), Vote(12, kind="tir"), Vote(30), Vote(30)]
+    assert tally(v, by_kind) == {12: 3.0, 30: 3.0}
+    assert majority(v, by_kind, tie_break="earliest") == 12
+
+
+def test_float_noise_never_decides_a_tie() -> None:
+    w = Weighting(small_answer_weight=0.1, small_answer_max=5, round_multiple=0)
+    v = [Vote(1)] * 3 + [Vote(2)] * 3  # 0.1+0.1+0.1 vs 0.30000000000000004 style sums
+    assert ranking(v, w, "larger")[0][0] == 2
+    assert ranking(v, w, "smaller")[0][0] == 1
+
+
+# (finished answers in finishing order, running, expected stop, expected answer, reason prefix)
+SECOND_PLACE_TABLE = [
+    ((7, 7, 7, 7), 11, True, 7, "agreement: 4 of the first 4"),
+    ((7, 7, 7), 12, False, 7, ""),
+    ((7, 7, 7, 8), 11, False, 7, ""),
+    ((8, 7, 7, 7, 7), 10, True, 7, "agreement: 4 of the last 5"),
+    ((8, 9, 7, 7, 7, 7), 9, True, 7, "agreement: 4 of the last 5"),
+    ((7, 8, 7, 9, 7, 7), 9, False, 7, ""),
+    ((7, 7, 7, 8, 9, 7, 7), 8, True, 7, "agreement: 5 of at most 7"),
+    ((7, 8, 7, 9, 7, 6, 7), 8, False, 7, ""),
+    ((7, 8, 9, 7, 6, 7, 5, 7), 7, False, 7, ""),
+    ((7, 7, 7, 8, 7, 9, 7, 6, 7), 6, True, 7, "agreement: 6 of at most 9"),
+    ((7, 8, 9, 7, 6, 7, 5, 7, 7), 6, False, 7, ""),
+    ((7, 8, 9, 7, 6, 7, 5, 7, 4, 7), 5, False, 7, ""),
+    ((None, None, None, None), 11, False, None, ""),
+    ((None, 7, 7, 7, 7), 10, True, 7, "agreement: 4 of the last 5"),
+    ((1, 2, 3), 0, True, 3, "all finished"),
+    ((), 0, True, None, "all finished"),
+]
+
+
+@pytest.mark.parametrize(("answers", "running", "stop", "answer", "reason"), SECOND_PLACE_TABLE)
+def test_second_place_rules(answers, running, stop, answer, reason) -> None:
+    d = decided(votes(*answers), running, StopRules(agreements=SECOND_PLACE_RULES, certain=False))
+    assert (d.stop, d.answer) == (stop, answer)
+    assert d.reason.startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("answers", "running", "stop"),
+    [
+        ((5, 5, 5), 2, True),  # 3 vs 0 with 2 left: cannot be overtaken
+        ((5, 5, 5), 3, False),  # 3 vs 0 with 3 left: could tie
+        ((5, 5, 6), 0, True),
+        ((5, 5, 6), 1, False),  # 2 vs 1 + 1 running: could tie
+        ((5, 5, 5, 6), 1, True),
+        ((None, None), 1, False),
+    ],
+)
+def test_certain_leader(answers, running, stop) -> None:
+    d = decided(votes(*answers), running, StopRules(agreements=(), certain=True))
+    assert d.stop is stop
+    if stop and running:
+        assert d.reason == "certain"
+
+
+def test_min_finished_holds_back_early_stop() -> None:
+    rules = StopRules(agreements=(Agreement(2, 2, "any"),), certain=False, min_finished=3)
+    assert not decided(votes(4, 4), 5, rules).stop
+    assert decided(votes(4, 4, 1), 5, rules).stop
+
+
+def test_invalid_rules_are_rejected() -> None:
+    with pytest.raises(ValueError):
+        Agreement(5, 4, "first")
+    with pytest.raises(ValueError):
+        Agreement(0, 4, "last")
+    with pytest.raises(ValueError):
+        decided(votes(1), -1)
