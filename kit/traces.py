@@ -58,7 +58,7 @@ def _from_line(obj: dict, source: str, where: str) -> Iterator[RecordedSample]:
         scores = obj.get("score") or [None] * len(texts)
         if not isinstance(texts, list) or len(preds) != len(texts) or len(scores) != len(texts):
             raise TraceFormatError(f"{where}: 'code', 'pred' and 'score' must be lists of equal length")
-        for text, pred, score in zip(texts, preds, scores):
+        for text, pred, score in zip(texts, preds, scores, strict=True):
             yield RecordedSample(
                 source=source,
                 problem_id=str(obj.get("idx", obj.get("id", ""))),

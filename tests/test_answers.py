@@ -198,7 +198,7 @@ def test_one_megabyte_of_text_is_fast_and_reads_the_last_box() -> None:
 
 
 def test_bytes_are_decoded() -> None:
-    assert extract_answer(r"\boxed{12}".encode()) == "12"
+    assert extract_answer(b"\\boxed{12}") == "12"
     assert extract_answer(b"\xff\xfe \\boxed{7}") == "7"
 
 

@@ -53,7 +53,7 @@ def test_every_profile_is_consistent() -> None:
 
 
 def test_unknown_profile_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown competition profile 'aimo9'.*aimo1"):
+    with pytest.raises(ValueError, match=r"unknown competition profile 'aimo9'.*aimo1"):
         get_profile("aimo9")
 
 

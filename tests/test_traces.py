@@ -57,5 +57,5 @@ def test_missing_paths_are_clear(tmp_path: Path) -> None:
         load_samples(tmp_path / "nope.jsonl")
     with pytest.raises(FileNotFoundError, match="no such bundled pool"):
         trace_files("nope-pool")
-    with pytest.raises(FileNotFoundError, match="no .jsonl"):
+    with pytest.raises(FileNotFoundError, match=r"no \.jsonl"):
         trace_files(tmp_path)
