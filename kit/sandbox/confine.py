@@ -61,7 +61,7 @@ def apply_rlimits(limits: Limits) -> None:
             resource.setrlimit(res, (value, value))
         except (ValueError, OSError):
             # e.g. NOFILE above the current hard limit: keep the lower existing one
-            soft, hard = resource.getrlimit(res)
+            _, hard = resource.getrlimit(res)
             if hard == resource.RLIM_INFINITY or value < hard:
                 resource.setrlimit(res, (value, hard if hard != resource.RLIM_INFINITY else value))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import importlib
 import json
 import linecache
@@ -149,10 +150,8 @@ def zygote_main(ctrl_fd: int) -> None:
     """Import the maths stack once, then fork a session per request on the control socket."""
     preload = os.environ.get("AIMO_SANDBOX_PRELOAD", "math").split(",")
     for name in filter(None, preload):
-        try:
+        with contextlib.suppress(ImportError):
             importlib.import_module(name)
-        except ImportError:
-            pass
     ctrl = socket.socket(fileno=ctrl_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     ctrl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
