@@ -29,6 +29,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/answers.py
+	$(PY) bench/sandbox.py
+	$(PY) bench/sandbox_tora.py
 
 clean-venv:
 	rm -rf $(VENV)

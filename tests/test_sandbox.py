@@ -351,3 +351,14 @@ def test_format_output_variants() -> None:
     assert format_output(timeout, "openmath") == "```output\nTimeoutError: too slow\n```\n"
     with pytest.raises(ValueError, match="unknown TIR format"):
         format_output(ok, "nope")
+
+
+def test_closed_sessions_leave_nothing_behind() -> None:
+    with Sandbox(workers=1, timeout=2, self_test=False) as box:
+        for i in range(30):
+            box.run("pass", session=f"s{i}")
+            box.close(f"s{i}")
+        assert box.sessions == []
+        assert len(box._session_locks) == 0
+        assert box.stats.killed >= 30
+        assert box.stats.calls == 30 and box.stats.statuses == {"ok": 30}

@@ -36,6 +36,16 @@ from kit.sandbox.result import DEFAULT_CUT_MARKER, RunResult, Status
 
 DEFAULT_PRELOAD = ("math", "cmath", "itertools", "functools", "fractions", "decimal", "collections",
                    "re", "numpy", "sympy")
+DEFAULT_WARMUP = (
+    "import sympy as _sp\n"
+    "_x, _y = _sp.symbols('_x _y')\n"
+    "_sp.factor(_x**6 - 1); _sp.solve(_x**2 - 2, _x); _sp.simplify(_sp.sin(_x)**2 + _sp.cos(_x)**2)\n"
+    "_sp.integrate(_x * _sp.exp(_x), _x); _sp.expand((_x + _y)**3); _sp.factorint(2**32 + 1)\n"
+    "_sp.Rational(1, 3) + _sp.sqrt(8); _sp.nsimplify(0.5); _sp.isprime(97); _sp.binomial(10, 3)\n"
+    "del _sp, _x, _y\n"
+)
+"""Run once in the zygote before any fork: sympy imports sub-modules lazily on first use (``factor``
+~30 ms, ``simplify`` ~140 ms), a cost every fresh session would otherwise pay again."""
 
 
 class SandboxError(RuntimeError):
@@ -65,6 +75,7 @@ class SandboxConfig:
     landlock: bool = True
     self_test: bool = True
     preload: tuple[str, ...] = DEFAULT_PRELOAD
+    warmup: str = DEFAULT_WARMUP
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -176,8 +187,12 @@ class Sandbox:
         with self._lock:
             proc = self._sessions.pop(session, None)
             self._lost.discard(session)
+            lock = self._session_locks.get(session)
+            if lock is not None and not lock.locked():
+                del self._session_locks[session]
         if proc is not None:
             proc.kill()
+            self._count(killed=1)
 
     @property
     def sessions(self) -> list[str]:
@@ -208,8 +223,7 @@ class Sandbox:
             result, dead = self._call(proc, code, limit, start, restarted)
             if session is None or dead:
                 self._discard(proc, session, lost=dead)
-        self.stats.calls += 1
-        self.stats.statuses[result.status.value] = self.stats.statuses.get(result.status.value, 0) + 1
+        self._count(calls=1, status=result.status.value)
         return result
 
     async def arun(self, code: str, session: str | None = None, *, timeout: float | None = None) -> RunResult:
@@ -218,6 +232,14 @@ class Sandbox:
         return await loop.run_in_executor(self._executor, lambda: self.run(code, session, timeout=timeout))
 
     # --- internals --------------------------------------------------------------------------------
+
+    def _count(self, *, calls: int = 0, killed: int = 0, spawned: int = 0, status: str | None = None) -> None:
+        with self._lock:
+            self.stats.calls += calls
+            self.stats.killed += killed
+            self.stats.spawned += spawned
+            if status is not None:
+                self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
 
     def _call(self, proc: _Proc, code: str, limit: float, start: float,
               restarted: bool) -> tuple[RunResult, bool]:
@@ -268,7 +290,7 @@ class Sandbox:
                             break
             if evicted is not None:
                 evicted.kill()
-                self.stats.killed += 1
+                self._count(killed=1)
         return proc, restarted
 
     def _discard(self, proc: _Proc, session: str | None, *, lost: bool) -> None:
@@ -279,7 +301,7 @@ class Sandbox:
                     if lost:
                         self._lost.add(session)
         proc.kill()
-        self.stats.killed += 1
+        self._count(killed=1)
         with self._refill:
             self._refill.notify()
 
@@ -334,7 +356,7 @@ class Sandbox:
                     raise SandboxError("session process did not start within 30 s")
                 hello = conn.recv()
                 self.landlock_abi = int(hello.get("landlock", 0))
-                self.stats.spawned += 1
+                self._count(spawned=1)
                 return proc
             except (OSError, EOFError, json.JSONDecodeError, SandboxError) as exc:
                 theirs.close()
@@ -359,6 +381,7 @@ class Sandbox:
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
             "AIMO_SANDBOX_PRELOAD": ",".join(self.config.preload),
+            "AIMO_SANDBOX_WARMUP": self.config.warmup,
         }
         self._zygote = subprocess.Popen(
             [sys.executable, "-m", "kit.sandbox.worker", str(theirs.fileno())],

@@ -152,6 +152,10 @@ def zygote_main(ctrl_fd: int) -> None:
     for name in filter(None, preload):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    warmup = os.environ.get("AIMO_SANDBOX_WARMUP", "")
+    if warmup:
+        with contextlib.suppress(Exception):
+            exec(compile(warmup, "<warmup>", "exec"), {"__name__": "__warmup__"})
     ctrl = socket.socket(fileno=ctrl_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     ctrl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
