@@ -12,25 +12,56 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kit.competition import DEFAULT_PROFILE, PROFILES
+from kit.config import ConfigError
+
+KnownError = (FileNotFoundError, ValueError, ConfigError)
+"""Errors the user can fix: printed as one line, exit code 2 (engine start-up errors subclass these)."""
+
+
+def _seconds(text: str) -> float:
+    """'600', '10m', '1.5h', '90s' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    t = text.strip().lower()
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 600, 90s, 10m, 1.5h)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return value
 
 
 def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dryrun",
-        help="replay recorded samples through the answer pipeline (extraction, voting, early stop)",
+        help="run the submission's solving path locally over a problem set",
         description=(
-            "Runs the kit's answer pipeline on recorded model outputs: for each problem the samples are "
-            "read in order, answers extracted and normalised for the competition profile, votes counted "
-            "with the early-stop rules, and the selected answer scored against the gold answer."
+            "Local dry-run of the submission path: problems one at a time in random order (like the Kaggle "
+            "gateway), each with a deadline from the time limit, solved with samples, tool calls, voting and "
+            "early stopping on a real engine. Without --model, vLLM runs a built-in tiny random model on the "
+            "CPU (answers are random: it checks the pipeline). --engine replay plays recorded samples."
         ),
     )
-    p.add_argument("--pool", default="skythought_aime24",
-                   help="bundled trace pool name or a folder/file of trace jsonl (default: %(default)s)")
+    p.add_argument("--problems", default=None,
+                   help="problem CSV/jsonl or bundled set (aimo2_reference [default], aime24, aime25, aimo1_train)")
+    p.add_argument("--model", default=None, help="model folder for vLLM (default: built-in tiny model)")
+    p.add_argument("--engine", default="vllm", choices=["vllm", "replay"], help="generation backend")
+    p.add_argument("--traces", default="skythought_aime24",
+                   help="replay engine: bundled trace pool or trace folder/file (default: %(default)s)")
     p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                    help="competition profile (default: %(default)s)")
+    p.add_argument("--preset", default=None, help="vLLM engine preset: cpu, l4x4, h100 (default: cpu for the "
+                                                  "tiny model, l4x4 otherwise)")
+    p.add_argument("--config", type=Path, default=None, help="YAML file with a 'solver:' section")
+    p.add_argument("--time-limit", type=_seconds, default=None,
+                   help="time for the whole run, e.g. 600, 10m, 4.5h (default: the profile's limit)")
+    p.add_argument("--samples", type=int, default=None, help="samples per problem")
+    p.add_argument("--max-tokens", type=int, default=None, help="generated tokens per sample")
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems (after shuffling)")
+    p.add_argument("--seed", type=int, default=0, help="problem order and sampling seed")
+    p.add_argument("--no-shuffle", action="store_true", help="keep the file order")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
-    p.add_argument("--no-early-stop", action="store_true", help="vote over every sample")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,12 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "dryrun":
-            from kit.replay_run import run_replay
+            from kit.dryrun import DryRunOptions, run
 
-            summary = run_replay(args.pool, profile=args.profile, out_dir=args.out,
-                                 early_stop=not args.no_early_stop)
-            return 0 if summary["problems"] else 1
-    except (FileNotFoundError, ValueError) as exc:
+            summary = run(DryRunOptions(
+                problems=args.problems, model=args.model, engine=args.engine, traces=args.traces,
+                profile=args.profile, preset=args.preset, config=args.config, time_limit=args.time_limit,
+                out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
+                shuffle=not args.no_shuffle, limit=args.limit))
+            return 0 if summary.problems else 1
+    except KnownError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 1

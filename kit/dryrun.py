@@ -211,10 +211,9 @@ def _row(result: ProblemResult, gold: int | None) -> Row:
 
 def _line(row: Row) -> str:
     mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "·"}[row.correct]
-    err = f"  [red]{row.error}[/]" if row.error else ""
-    return (f"{mark} {row.id:>10}  answer {row.answer:>5}  gold {row.gold!s:>5}  {row.seconds:7.1f} s  "
-            f"{row.tokens:>6} tok  samples {row.samples_finished}/{row.samples}  code {row.code_calls:>2}  "
-            f"{row.reason}{err}")
+    err = f" [red]{row.error}[/]" if row.error else ""
+    return (f"{mark} {row.id:>8} ans {row.answer:>3} gold {row.gold!s:>4} {row.seconds:6.1f}s "
+            f"{row.tokens:>6}tok {row.samples_finished}/{row.samples}smp {row.code_calls}code {row.reason}{err}")
 
 
 def _update(summary: DryRunSummary, seconds: float) -> None:
