@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from kit.records import RECORD_VERSION, RecordFormatError, RunRecorder, problems_frame, read_events, samples_frame
+from kit.records import (
+    RECORD_VERSION,
+    RecordFormatError,
+    RunRecorder,
+    problems_frame,
+    read_events,
+    samples_frame,
+)
 
 
 def _write(path: Path) -> None:
