@@ -67,10 +67,68 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
 
 
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate whole competitions to compare time policies",
+        description=(
+            "Monte Carlo over simulated competitions: problems drawn from a pool of recorded samples in "
+            "random order, a time bank per policy, samples racing on a hardware throughput model, the "
+            "solver's voting and early-stop code. Prints policy x (expected score +- 95%% CI, mean/p99 "
+            "time, overruns, fraction of the oracle) and writes a plot."
+        ),
+    )
+    p.add_argument("--pool", default="skythought_aime24",
+                   help="skythought_aime24 (default), synthetic, a trace file/folder, or a records.jsonl")
+    p.add_argument("--policies", default="ours,second_place,linspace,equal",
+                   help="comma-separated policies (the oracle is always added)")
+    p.add_argument("--runs", type=int, default=1000, help="simulated competitions per policy")
+    p.add_argument("--problems", type=int, default=50, help="problems per competition")
+    p.add_argument("--hardware", default="l4x4-7b-awq", help="speed model: l4x4-7b-awq, l4x4-14b-awq")
+    p.add_argument("--startup", type=_seconds, default=600.0, help="model loading time before the first problem")
+    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
+    p.add_argument("--plot", type=Path, default=Path("runs/simulate.png"), help="per-problem time plot (PNG)")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from kit.engines.replay import SPEED_PRESETS
+    from kit.simulate import compare, load_pool_arg, plot
+
+    if args.hardware not in SPEED_PRESETS:
+        raise ValueError(f"unknown hardware {args.hardware!r}; choose one of {sorted(SPEED_PRESETS)}")
+    if args.runs < 2:
+        raise ValueError(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
+    start = time.perf_counter()
+    pool = load_pool_arg(args.pool, args.profile, args.seed)
+    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    reports = compare(pool, names, runs=args.runs, seed=args.seed, profile=args.profile,
+                      speed=SPEED_PRESETS[args.hardware], n_problems=args.problems,
+                      startup_seconds=args.startup)
+    print(f"pool {args.pool} ({len(pool)} problems), {args.runs} competitions x {args.problems} problems, "
+          f"hardware {args.hardware}, start-up {args.startup:.0f} s, profile {args.profile}")
+    print(f"{'policy':<14}{'score':>8}{'95% CI':>18}{'mean s':>9}{'p99 s':>9}{'overruns':>10}{'of oracle':>11}")
+    for r in reports:
+        print(f"{r.policy:<14}{r.expected_score:>8.2f}   [{r.ci_low:6.2f}, {r.ci_high:6.2f}]"
+              f"{r.mean_seconds:>9.0f}{r.p99_seconds:>9.0f}{r.overruns:>10}{r.oracle_fraction:>11.3f}")
+    plot(reports, args.plot, f"{args.pool}: seconds per problem ({args.hardware})")
+    print(f"plot: {args.plot}   ({time.perf_counter() - start:.1f} s)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.row() for r in reports], indent=2))
+        print(f"json: {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kit", description="aimo-kit command line")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_dryrun(sub)
+    _add_simulate(sub)
     return parser
 
 
@@ -86,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
                 shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose))
             return 0 if summary.problems else 1
+        if args.command == "simulate":
+            return _simulate(args)
     except KnownError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -181,6 +181,13 @@ class StopRules:
     max_weight: float = 1.0
     weighting: Weighting = PLAIN
     tie_break: TieBreak = "larger"
+    quorum: int | None = None
+    """First-finish quorum: settle as soon as this many samples have finished. Short samples finish
+    first and are right more often (correct AIME samples are about half as long as wrong ones), so
+    with many samples the first few finishers outvote the long tail."""
+    hopeless_after: int | None = None
+    """Give up once this many samples finished and no two agree: more samples rarely rescue such a
+    question, and the time is worth more on the next one (the leader is returned)."""
 
 
 @dataclass(frozen=True)
@@ -212,4 +219,10 @@ def decided(votes: Sequence[Vote], running: int, rules: StopRules = StopRules())
         answer = rule.leader_if_met(votes)
         if answer is not None:
             return Decision(True, answer, f"agreement: {rule.describe()}")
+    if rules.quorum is not None and len(votes) >= rules.quorum:
+        return Decision(True, leader, f"quorum: first {rules.quorum} finished")
+    if rules.hopeless_after is not None and len(votes) >= rules.hopeless_after:
+        answered = [v.answer for v in votes if v.answer is not None]
+        if len(set(answered)) == len(answered):
+            return Decision(True, leader, "hopeless: no two samples agree")
     return Decision(False, leader, "")

@@ -211,8 +211,17 @@ class SpeedModel:
         return cls(step_s=0.012, per_seq_s=0.0003, per_ctx_token_s=7.8e-8, prefill_per_token_s=1e-4)
 
 
+    @classmethod
+    def l4x4_14b_awq(cls) -> SpeedModel:
+        """A 14B AWQ model (the AIMO2 1st place's size) over 4×L4: ≈10 GB of weights → ≥ 8 ms/step at
+        roofline, ~20 ms real; KV ≈192 KB/token (DESIGN.md) → 3.4× the 7B's per-context-token cost;
+        prefill ~5k tokens/s."""
+        return cls(step_s=0.020, per_seq_s=0.0004, per_ctx_token_s=2.7e-7, prefill_per_token_s=2e-4)
+
+
 SPEED_PRESETS: dict[str, SpeedModel] = {
     "l4x4-7b-awq": SpeedModel.l4x4_7b_awq(),
+    "l4x4-14b-awq": SpeedModel.l4x4_14b_awq(),
     "instant": SpeedModel(),
 }
 
