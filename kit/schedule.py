@@ -175,9 +175,7 @@ class SecondPlace:
 
     def budget(self, state: BankState, now: float, problem: Any) -> Budget:
         per_left = state.left(now) / state.problems_left
-        for below, n, cap in self.levels:
-            if per_left < below:
-                break
+        n, cap = next((n, cap) for below, n, cap in self.levels if per_left < below)
         rules = StopRules(agreements=SECOND_PLACE_RULES, certain=False, weighting=SECOND_PLACE_WEIGHTING)
         return Budget(now + min(cap, max(per_left, 0.0) * 1.6), n, self.max_tokens, rules)
 

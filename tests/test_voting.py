@@ -146,3 +146,14 @@ def test_invalid_rules_are_rejected() -> None:
         Agreement(0, 4, "last")
     with pytest.raises(ValueError):
         decided(votes(1), -1)
+
+
+def test_hopeless_rule_gives_up_only_when_no_two_agree() -> None:
+    rules = StopRules(agreements=(), certain=False, hopeless_after=4)
+    assert not decided(votes(1, 2, 3), 8, rules).stop
+    d = decided(votes(1, 2, 3, 4), 8, rules)
+    assert d.stop and d.reason.startswith("hopeless") and d.answer == 4
+    assert not decided(votes(1, 2, 3, 1), 8, rules).stop
+    d = decided(votes(None, 2, None, 5), 8, rules)
+    assert d.stop
+    assert not decided(votes(1, 2, 3, 4), 8, StopRules(agreements=(), certain=False)).stop
