@@ -64,6 +64,7 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-shuffle", action="store_true", help="keep the file order")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
+    p.add_argument("--policy", default="ours", help="time-bank policy: ours, second_place, linspace, equal")
     p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
 
 
@@ -142,7 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 problems=args.problems, model=args.model, engine=args.engine, traces=args.traces,
                 profile=args.profile, preset=args.preset, config=args.config, time_limit=args.time_limit,
                 out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
-                shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose))
+                shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose,
+                policy=args.policy))
             return 0 if summary.problems else 1
         if args.command == "simulate":
             return _simulate(args)

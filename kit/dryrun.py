@@ -20,10 +20,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kit.competition import Profile, get_profile
+from kit.competition import get_profile
 from kit.config import load_yaml
 from kit.problems import Problem, load_problems
 from kit.records import RunRecorder
+from kit.schedule import Outcome, TimeBank, make_policy
 from kit.solver import ProblemResult, Solver, SolverConfig
 
 TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)
@@ -52,6 +53,8 @@ class DryRunOptions:
     shuffle: bool = True
     limit: int | None = None
     """Only the first N problems (after shuffling)."""
+    policy: str = "ours"
+    """Time-bank policy (kit.schedule.POLICIES); the solver config's n_samples/max_tokens are upper bounds."""
     verbose: bool = False
     """Keep vLLM's INFO logging."""
 
@@ -85,14 +88,6 @@ class DryRunSummary:
     tokens: int = 0
     tokens_per_second: float = 0.0
     rows: list[Row] = field(default_factory=list)
-
-
-def _deadline(profile: Profile, now: float, end: float, left: int) -> float:
-    """Equal share of the remaining time, capped by the per-call limit."""
-    share = max(end - now, 0.0) / max(left, 1)
-    if profile.per_call_seconds is not None:
-        share = min(share, profile.per_call_seconds)
-    return now + share
 
 
 async def _make_engine(opts: DryRunOptions, console: Console):
@@ -162,7 +157,9 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
     out.mkdir(parents=True, exist_ok=True)
     total = opts.time_limit if opts.time_limit is not None else profile.total_seconds
 
+    t0 = time.monotonic()
     engine, model_name = await _make_engine(opts, console)
+    startup = time.monotonic() - t0
     sandbox = None
     if any(p.kind == "tir" for p in cfg.prompts):
         from kit.sandbox import Sandbox
@@ -176,22 +173,31 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
         solver = Solver(engine, cfg, profile=profile, sandbox=sandbox, recorder=recorder)
         clock = engine.clock
         start = clock.now()
-        end = start + total
+        bank = TimeBank(make_policy(opts.policy), profile, start=start, total_seconds=total,
+                        startup_seconds=startup, safety_seconds=min(120.0, 0.05 * total),
+                        n_problems=len(problems), max_samples=cfg.n_samples)
         console.print(f"[bold]aimo-kit dry-run[/]: {len(problems)} problems in random order, engine "
-                      f"{opts.engine} ({model_name}), profile {profile.name}, {cfg.n_samples} samples × "
-                      f"≤{cfg.max_tokens} tokens, time limit {total:.0f} s")
+                      f"{opts.engine} ({model_name}), profile {profile.name}, ≤{cfg.n_samples} samples × "
+                      f"≤{cfg.max_tokens} tokens, time limit {total:.0f} s (start-up took {startup:.0f} s), "
+                      f"time policy {opts.policy}")
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TimeElapsedColumn(), console=console, transient=True)
         with progress:
             task = progress.add_task("solving", total=len(problems))
-            for k, prob in enumerate(problems):
-                now = clock.now()
+            for prob in problems:
                 gold = profile.to_answer(prob.answer) if prob.answer is not None else None
-                if now >= end:
+                budget = bank.next_budget(clock.now(), prob.problem)
+                if budget.skip:
                     result = solver.skip(prob.id, "time limit reached before this problem", gold=gold)
                 else:
-                    deadline = _deadline(profile, now, end, len(problems) - k)
-                    result = await solver.solve(prob.id, prob.problem, deadline=deadline, gold=gold)
+                    result = await solver.solve(
+                        prob.id, prob.problem, deadline=budget.deadline, gold=gold, rules=budget.rules,
+                        n_samples=min(budget.n_samples, cfg.n_samples),
+                        max_tokens=min(budget.max_tokens, cfg.max_tokens))
+                total_votes = sum(result.tally.values())
+                bank.record(Outcome(result.seconds, result.tokens, result.reason, result.samples_finished,
+                                    len(result.samples),
+                                    max(result.tally.values()) / total_votes if total_votes else 0.0))
                 row = _row(result, gold)
                 summary.rows.append(row)
                 progress.console.print(_line(row))

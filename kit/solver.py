@@ -205,8 +205,11 @@ class Solver:
 
     async def solve(self, problem_id: str, problem: str | bytes, *, deadline: float | None = None,
                     n_samples: int | None = None, max_tokens: int | None = None,
-                    gold: int | None = None) -> ProblemResult:
-        """Answer one problem before ``deadline`` (an ``engine.clock`` time). Never raises."""
+                    rules: StopRules | None = None, gold: int | None = None) -> ProblemResult:
+        """Answer one problem before ``deadline`` (an ``engine.clock`` time). Never raises.
+
+        ``n_samples``, ``max_tokens`` and ``rules`` override the config for this problem (the time bank's
+        budget); the config's values are the defaults."""
         clock = self.engine.clock
         start = clock.now()
         state = _Problem(str(problem_id), "")
@@ -216,7 +219,8 @@ class Solver:
             if not text.strip():
                 result = self._fallback(state, start, "empty problem text")
             else:
-                result = await self._solve(state, text, start, deadline, n_samples, max_tokens)
+                result = await self._solve(state, text, start, deadline, n_samples, max_tokens,
+                                           rules or self.config.rules)
         except Exception as exc:  # the submission path must never raise into the gateway
             tb = traceback.format_exc(limit=6)
             result = self._fallback(state, start, f"{type(exc).__name__}: {exc}", detail=tb)
@@ -257,7 +261,7 @@ class Solver:
         )
 
     async def _solve(self, state: _Problem, problem: str, start: float, deadline: float | None,
-                     n_samples: int | None, max_tokens: int | None) -> ProblemResult:
+                     n_samples: int | None, max_tokens: int | None, rules: StopRules) -> ProblemResult:
         cfg = self.config
         n = n_samples or cfg.n_samples
         budget = max_tokens or cfg.max_tokens
@@ -296,7 +300,7 @@ class Solver:
                 if not pending:
                     break
                 if cfg.early_stop:
-                    decision = decided(votes, running=len(pending), rules=cfg.rules)
+                    decision = decided(votes, running=len(pending), rules=rules)
                     if decision.stop:
                         reason = decision.reason
                         break
@@ -311,13 +315,13 @@ class Solver:
             votes += [Vote(s.answer, weight=cfg.partial_weight, order=len(votes) + k, tokens=s.tokens, kind=s.kind)
                       for k, s in enumerate(state.samples[tasks[t]] for t in sorted(pending, key=tasks.get))
                       if s.answer is not None]
-        chosen = majority(votes, cfg.rules.weighting, cfg.rules.tie_break)
+        chosen = majority(votes, rules.weighting, rules.tie_break)
         return ProblemResult(
             problem_id=state.problem_id,
             answer=chosen if chosen is not None else self.profile.fallback_answer,
             reason=reason if chosen is not None else f"{reason}; no answer: fallback",
             samples=state.samples,
-            tally=tally(votes, cfg.rules.weighting),
+            tally=tally(votes, rules.weighting),
             tokens=sum(s.tokens for s in state.samples),
             seconds=clock.now() - start,
         )
