@@ -1,0 +1,216 @@
+"""Time bank guarantees and the competition simulator (against the real solver on the replay engine)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kit.competition import get_profile
+from kit.engines.replay import ReplayConfig, ReplayEngine, SpeedModel
+from kit.prompts import COT
+from kit.schedule import POLICIES, Budget, Outcome, TimeBank, make_policy
+from kit.simulate import (
+    Oracle,
+    SimProblem,
+    compare,
+    monte_carlo,
+    pool_from_records,
+    pool_from_traces,
+    pool_synthetic,
+    race,
+    run_competition,
+)
+from kit.solver import Solver, SolverConfig, sample_seed
+from kit.voting import StopRules
+
+AIMO2 = get_profile("aimo2")
+SPEED = SpeedModel.l4x4_7b_awq()
+ALL = [*POLICIES, "oracle"]
+
+
+def _policy(name: str):
+    return Oracle() if name == "oracle" else make_policy(name)
+
+
+@pytest.fixture(scope="module")
+def sky() -> list[SimProblem]:
+    return pool_from_traces("skythought_aime24")
+
+
+def _hard_pool() -> list[SimProblem]:
+    """Every problem hard: long samples, almost never right, answers all different."""
+    rng = random.Random(1)
+    return [SimProblem(f"h{k}", 7, tuple((rng.randrange(1000), rng.randrange(20_000, 40_000)) for _ in range(32)))
+            for k in range(20)]
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize(
+    ("scenario", "kwargs"),
+    [
+        ("every problem hard", {}),
+        ("throughput drops 5x after an hour", {"slowdown": lambda t: 5.0 if t > 3600 else 1.0}),
+        ("start-up eats 20 minutes", {"startup_seconds": 1200.0}),
+        ("engine stalls (100x slower)", {"slowdown": lambda t: 100.0}),
+    ],
+)
+def test_deadlines_hold_under_adversarial_runs(name: str, scenario: str, kwargs: dict) -> None:
+    pool = _hard_pool()
+    for k in range(15):
+        res = run_competition(pool, _policy(name), profile=AIMO2, speed=SPEED, rng=random.Random(k), **kwargs)
+        assert not res.call_overrun, (name, scenario)
+        assert not res.total_overrun and res.seconds <= AIMO2.total_seconds, (name, scenario, res.seconds)
+        assert all(s <= AIMO2.per_call_seconds for s, _ in res.per_problem)
+
+
+def test_no_overruns_in_a_thousand_competitions(sky) -> None:
+    for name in ("ours", "linspace"):
+        report = monte_carlo(sky, lambda n=name: _policy(n), runs=1000, speed=SpeedModel.l4x4_14b_awq())
+        assert report.overruns == 0
+        assert report.p99_seconds <= AIMO2.total_seconds
+
+
+def test_bank_clamps_any_policy() -> None:
+    class Greedy:
+        name = "greedy"
+
+        def budget(self, state, now, problem):
+            return Budget(now + 1e9, 1000, 10**6, StopRules())
+
+        def report(self, outcome):
+            pass
+
+    bank = TimeBank(Greedy(), AIMO2, start=100.0, startup_seconds=300.0, safety_seconds=120.0, max_samples=32)
+    b = bank.next_budget(400.0)
+    assert b.deadline == 400.0 + 1800 - 30  # per-call limit minus the call margin
+    assert b.n_samples == 32 and not b.skip
+    near_end = bank.state.end - 600
+    assert bank.next_budget(near_end).deadline == bank.state.end  # total limit
+    assert bank.next_budget(bank.state.end - 0.5).skip  # past the cutoff: answer at once
+    assert bank.next_budget(bank.state.end + 100).skip
+    with pytest.raises(ValueError, match="total_seconds"):
+        TimeBank(Greedy(), AIMO2, start=0.0, total_seconds=0)
+    with pytest.raises(ValueError, match="unknown schedule policy"):
+        make_policy("yolo")
+
+
+def test_carry_over_and_adaptation() -> None:
+    ours = make_policy("ours")
+    bank = TimeBank(ours, AIMO2, start=0.0, n_problems=50, max_samples=32)
+    first = bank.next_budget(0.0)
+    bank.record(Outcome(30.0, 10_000, "agreement", 4, first.n_samples))
+    fast = bank.next_budget(30.0).deadline - 30.0
+    slow_bank = TimeBank(make_policy("ours"), AIMO2, start=0.0, n_problems=50, max_samples=32)
+    slow_bank.next_budget(0.0)
+    slow_bank.record(Outcome(900.0, 10_000, "deadline", 2, first.n_samples))
+    slow = slow_bank.next_budget(900.0).deadline - 900.0
+    assert fast > slow  # time a fast problem left unused is there for the next one
+    equal = make_policy("equal")
+    eb = TimeBank(equal, AIMO2, start=0.0, n_problems=50)
+    d1 = eb.next_budget(0.0).deadline
+    eb.record(Outcome(10.0, 1, "agreement", 4, 16))
+    assert eb.next_budget(10.0).deadline - 10.0 == pytest.approx(d1)  # no carry-over by design
+
+
+def test_difficulty_hook_scales_the_allowance() -> None:
+    def budget_for(factor: float) -> float:
+        p = make_policy("ours", difficulty=lambda problem: factor)
+        bank = TimeBank(p, AIMO2, start=0.0, n_problems=50)
+        return bank.next_budget(0.0, "some problem").deadline
+
+    assert budget_for(2.0) > budget_for(1.0) > budget_for(0.5)
+
+
+def test_simulation_is_deterministic_for_a_seed(sky) -> None:
+    a = monte_carlo(sky, lambda: make_policy("ours"), runs=20, seed=3)
+    b = monte_carlo(sky, lambda: make_policy("ours"), runs=20, seed=3)
+    c = monte_carlo(sky, lambda: make_policy("ours"), runs=20, seed=4)
+    assert a.row() == b.row()
+    assert a.row() != c.row()
+
+
+def test_ours_beats_the_baselines_on_two_pools(sky) -> None:
+    for pool in (sky, pool_synthetic()):
+        reports = {r.policy: r for r in compare(pool, ["ours", "second_place", "linspace", "equal"], runs=300)}
+        ours = reports["ours"]
+        for name in ("second_place", "linspace", "equal"):
+            assert ours.ci_low > reports[name].ci_high, (name, ours.row(), reports[name].row())
+        assert ours.oracle_fraction <= 1.0 + 1e-9
+        assert all(r.overruns == 0 for r in reports.values())
+
+
+def test_race_matches_the_real_solver_on_the_replay_engine(sky) -> None:
+    """The simulator's analytic race and the real solver agree on decision, answer, samples and time."""
+    from kit.traces import load_pool
+
+    recorded: dict[str, list] = {}
+    for s in load_pool("skythought_aime24"):
+        recorded.setdefault(s.problem_id, []).append(s)
+    rules = StopRules()
+    checked = 0
+    for prob in sky[:8]:
+        texts = recorded[prob.pid]
+        engine = ReplayEngine.from_samples(texts, ReplayConfig(chunk_tokens=64, speed=SPEED))
+        cfg = SolverConfig(n_samples=11, max_tokens=200_000, prompts=(COT,), stop_after_reasoning=False,
+                           repetition_repeats=0, rules=rules)
+        result = asyncio.run(Solver(engine, cfg).solve(prob.pid, texts[0].problem))
+        order = [sample_seed(0, prob.pid, i) % 11 for i in range(11)]
+        draws = [prob.samples[j] for j in order]
+        prompt_tokens = engine.count_tokens(engine.chat_prompt(COT.messages(texts[0].problem, AIMO2.modulus_wording)))
+        r = race(draws, max_tokens=200_000, seconds=1e9, rules=rules, speed=SPEED, prompt_tokens=prompt_tokens)
+        assert r.reason == result.reason
+        assert r.answer == result.answer or (r.answer is None and result.answer == AIMO2.fallback_answer)
+        assert r.finished == result.samples_finished
+        assert r.seconds == pytest.approx(result.seconds, rel=0.05)
+        checked += 1
+    assert checked == 8
+
+
+def test_pool_from_our_records(tmp_path: Path) -> None:
+    from kit.records import RunRecorder
+
+    with RunRecorder(tmp_path / "records.jsonl") as rec:
+        for pid, gold in (("a", 5), ("b", 7)):
+            for i in range(4):
+                rec.write("sample", problem_id=pid, index=i, answer=gold if i % 2 else 1, tokens=100 * (i + 1),
+                          finish_reason="stop")
+            rec.write("sample", problem_id=pid, index=9, answer=3, tokens=5, finish_reason="abort")
+            rec.write("problem", problem_id=pid, gold=gold, answer=gold)
+    pool = pool_from_records(tmp_path / "records.jsonl")
+    assert [(p.pid, p.gold, len(p.samples)) for p in pool] == [("a", 5, 4), ("b", 7, 4)]
+    assert pool[0].accuracy == 0.5
+
+
+def test_simulate_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
+    out = tmp_path / "sim.json"
+    png = tmp_path / "sim.png"
+    proc = subprocess.run([sys.executable, "-m", "kit", "simulate", "--runs", "30", "--json", str(out),
+                           "--plot", str(png)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [r["policy"] for r in rows] == ["ours", "second_place", "linspace", "equal", "oracle"]
+    for r in rows:
+        assert set(r) == {"policy", "expected_score", "ci_low", "ci_high", "mean_seconds", "p99_seconds",
+                          "overruns", "oracle_fraction"}
+        assert r["ci_low"] <= r["expected_score"] <= r["ci_high"]
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "ours" in proc.stdout and "of oracle" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "kit", "simulate", "--hardware", "abacus"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown hardware" in bad.stderr
+
+
+def test_dryrun_respects_a_short_time_limit(tmp_path: Path) -> None:
+    from kit.cli import main
+
+    assert main(["dryrun", "--engine", "replay", "--time-limit", "10m", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["problems"] == 30
+    assert summary["seconds"] <= 600
+    assert all(0 <= r["answer"] <= 999 for r in summary["rows"])
