@@ -47,9 +47,10 @@ class SamplingSpec:
 
 @dataclass(frozen=True)
 class SolverConfig:
-    n_samples: int = 8
+    n_samples: int = 32
+    """Samples per problem; with a time bank (dry-run, submission) an upper bound the bank sizes within."""
     max_tokens: int = 12_000
-    """Generated tokens per sample, all TIR turns together."""
+    """Generated tokens per sample, all TIR turns together (also an upper bound under a time bank)."""
     prompts: tuple[PromptTemplate, ...] = DEFAULT_PROMPTS
     """Cycled over the samples (sample i uses prompts[i % len])."""
     sampling: tuple[SamplingSpec, ...] = (SamplingSpec(),)
