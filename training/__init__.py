@@ -1,0 +1,1 @@
+"""Training-side tools (data curation; see docs/curation.md)."""

@@ -1,0 +1,83 @@
+"""Curate SFT and RL data: ``python -m training.curate --config training/configs/curate.yaml [--out DIR]``.
+
+Writes ``sft.jsonl``, ``rl.jsonl`` and ``drop_report.json`` to the output folder and prints the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kit.config import ConfigError, from_dict, load_yaml
+from kit.data import EVAL_SETS, DataError, DropReport, curate, load_any, load_eval_sets, write_rl, write_sft
+
+
+@dataclass
+class InputConfig:
+    path: str
+    kind: str = "auto"
+    source: str | None = None
+    fallback: str | None = None
+    """Used instead of ``path`` when that file does not exist (e.g. a bundled problem set)."""
+
+
+@dataclass
+class CurateConfig:
+    inputs: list[InputConfig] = field(default_factory=list)
+    eval_sets: list[str] = field(default_factory=lambda: list(EVAL_SETS))
+    extra_eval_sets: list[str] = field(default_factory=list)
+    """Paths; missing files are skipped with a warning."""
+    min_pass_rate: float = 0.0
+    max_pass_rate: float = 0.5
+    max_tokens: int = 16384
+    dedup_threshold: float = 0.8
+    out: str = "runs/curate"
+
+
+def run(cfg: CurateConfig, out: str | Path | None = None) -> DropReport:
+    out_dir = Path(out or cfg.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = DropReport()
+    frames = []
+    for inp in cfg.inputs:
+        path = inp.path
+        looks_like_path = "/" in path or path.endswith((".jsonl", ".parquet", ".csv", ".gz"))
+        if looks_like_path and not Path(path).exists() and inp.fallback:
+            print(f"curate: {path} not found; using {inp.fallback}", file=sys.stderr)
+            path = inp.fallback
+        frames.append(load_any(path, inp.kind, inp.source, report))
+    extra = [p for p in cfg.extra_eval_sets if Path(p).is_file()]
+    for p in set(cfg.extra_eval_sets) - set(extra):
+        print(f"curate: eval set {p} not found, skipped", file=sys.stderr)
+    evals = load_eval_sets([*cfg.eval_sets, *extra])
+    res = curate(frames, eval_sets=evals, report=report, min_pass_rate=cfg.min_pass_rate,
+                 max_pass_rate=cfg.max_pass_rate, max_tokens=cfg.max_tokens, dedup_threshold=cfg.dedup_threshold)
+    write_sft(res.sft, out_dir / "sft.jsonl")
+    write_rl(res.rl, out_dir / "rl.jsonl")
+    report.totals["eval_sets"] = len(evals)  # type: ignore[assignment]
+    report.write(out_dir / "drop_report.json")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.curate", description=__doc__)
+    ap.add_argument("--config", default="training/configs/curate.yaml")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_yaml(CurateConfig, args.config)
+        report = run(cfg, args.out)
+    except (ConfigError, DataError) as exc:
+        print(f"curate: error: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    print(f"written to {args.out or cfg.out}")
+    return 0
+
+
+__all__ = ["CurateConfig", "InputConfig", "from_dict", "main", "run"]
+
+if __name__ == "__main__":
+    sys.exit(main())
