@@ -18,6 +18,7 @@ BUNDLED_PROBLEMS = {
     "aimo1_train": "aimo1_train.csv",
     "aime24": "aime24.jsonl",
     "aime25": "aime25.jsonl",
+    "aime_1983_2023": "aime_1983_2023.jsonl",
 }
 DEFAULT_PROBLEMS = "aimo2_reference"
 

@@ -26,7 +26,6 @@ from kit.data import (
     verify,
 )
 
-DEEPSCALER = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "deepscaler_aime_1983_2023_train.jsonl"
 SYNTH = [
     "Find the number of ordered pairs of positive integers whose product is a perfect square less than 500.",
     "A circle of radius 7 is inscribed in a right triangle with hypotenuse 50. Find the triangle's perimeter.",
@@ -55,9 +54,8 @@ def test_decontamination_removes_injected_aime24_synthetic() -> None:
 
 
 def test_decontamination_on_deepscaler() -> None:
-    if not DEEPSCALER.is_file():
-        pytest.skip("deepscaler training set not present")
-    train = load_problem_file(DEEPSCALER)["problem"].to_list()
+    train = load_problem_file("aime_1983_2023")["problem"].to_list()
+    assert len(train) == 975
     injected = [_edit(p) for p in _aime24()[5:8]]
     hits = contamination(train + injected, {"aime24": _aime24()})
     assert hits[-3:] == ["aime24"] * 3

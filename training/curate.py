@@ -19,8 +19,6 @@ class InputConfig:
     path: str
     kind: str = "auto"
     source: str | None = None
-    fallback: str | None = None
-    """Used instead of ``path`` when that file does not exist (e.g. a bundled problem set)."""
 
 
 @dataclass
@@ -42,12 +40,7 @@ def run(cfg: CurateConfig, out: str | Path | None = None) -> DropReport:
     report = DropReport()
     frames = []
     for inp in cfg.inputs:
-        path = inp.path
-        looks_like_path = "/" in path or path.endswith((".jsonl", ".parquet", ".csv", ".gz"))
-        if looks_like_path and not Path(path).exists() and inp.fallback:
-            print(f"curate: {path} not found; using {inp.fallback}", file=sys.stderr)
-            path = inp.fallback
-        frames.append(load_any(path, inp.kind, inp.source, report))
+        frames.append(load_any(inp.path, inp.kind, inp.source, report))
     extra = [p for p in cfg.extra_eval_sets if Path(p).is_file()]
     for p in set(cfg.extra_eval_sets) - set(extra):
         print(f"curate: eval set {p} not found, skipped", file=sys.stderr)
