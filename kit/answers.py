@@ -109,6 +109,11 @@ def _boxes_before(text: str, end: int) -> tuple[int, str, int] | None:
     return None
 
 
+def has_complete_box(text: str) -> bool:
+    """Whether ``text`` contains a complete, non-empty ``\\boxed{...}`` (for stopping at a first answer)."""
+    return _boxes_before(text, len(text)) is not None
+
+
 def _last_boxed(region: str) -> str | None:
     """Last non-empty box of ``region``; boxes separated only by commas/"and" are joined ("2, 3")."""
     found = _boxes_before(region, len(region))

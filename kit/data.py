@@ -17,7 +17,7 @@ Jaccard >= 0.8 with an earlier kept problem), pass rate outside the band (SFT on
 within the token limit (SFT only) and non-integer answers (RL only). Every drop is counted in a
 :class:`DropReport`.
 
-``generation_tokens`` is an approximation (``ceil(chars / 4)``) unless the input file gives a count: no
+``generation_tokens`` is an approximation (``kit.tokens.ApproxTokenizer``, as replay and simulation) unless the input file gives a count: no
 tokenizer is needed to curate.
 """
 
@@ -36,6 +36,7 @@ import polars as pl
 from kit.answers import END_OF_REASONING, extract_answer, grade
 from kit.problems import BUNDLED_PROBLEMS, problems_path
 from kit.prompts import COT
+from kit.tokens import ApproxTokenizer
 from kit.traces import TraceFormatError, load_pool
 
 SCHEMA: dict[str, pl.DataType] = {
@@ -47,8 +48,6 @@ SCHEMA: dict[str, pl.DataType] = {
     "generation_correct": pl.Boolean,
     "generation_tokens": pl.Int64,
 }
-CHARS_PER_TOKEN = 4
-"""Approximate token count: ceil(characters / CHARS_PER_TOKEN)."""
 EVAL_SETS: tuple[str, ...] = ("aime24", "aime25", "aimo2_reference", "aimo1_train")
 """Bundled decontamination targets (``kit/resources/problems``)."""
 _INT_ANSWER = re.compile(r"^\s*\$?\s*([-+]?\d+)\s*\$?\s*$")
@@ -128,7 +127,7 @@ def _finish(df: pl.DataFrame, report: DropReport | None, where: str) -> pl.DataF
         df = df.filter(~empty)
     df = df.with_columns(
         pl.when(pl.col("generation_tokens").is_null() & pl.col("generation").is_not_null())
-        .then((pl.col("generation").str.len_chars() + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
+        .then(pl.col("generation").map_elements(ApproxTokenizer().count, return_dtype=pl.Int64))
         .otherwise(pl.col("generation_tokens"))
         .cast(pl.Int64)
         .alias("generation_tokens"),

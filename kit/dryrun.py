@@ -25,7 +25,7 @@ from kit.config import load_yaml
 from kit.problems import Problem, load_problems
 from kit.records import RunRecorder
 from kit.schedule import Outcome, TimeBank, make_policy
-from kit.solver import ProblemResult, Solver, SolverConfig
+from kit.solver import ProblemResult, Solver, SolverConfig, sandbox_for
 
 TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)
 """Solver settings for the built-in tiny model on CPU: enough to exercise every path in minutes."""
@@ -91,31 +91,18 @@ class DryRunSummary:
 
 
 async def _make_engine(opts: DryRunOptions, console: Console):
-    if opts.engine == "replay":
-        from kit.engines.replay import ReplayEngine
+    from kit.engines.factory import start_engine
 
-        return ReplayEngine.from_pool(opts.traces), f"replay:{opts.traces}"
-    if opts.engine != "vllm":
-        raise ValueError(f"unknown engine {opts.engine!r}; use vllm or replay")
-    from kit.engines.presets import get_preset
-    from kit.engines.vllm_engine import VLLMEngine
-
-    if opts.model is None:
-        from kit.tiny_model import build_tiny_model
-
-        console.print("[yellow]No --model given: using the built-in tiny random model "
-                      "(its answers are random; this checks the pipeline, not maths).[/]")
-        model = build_tiny_model()
-        preset = get_preset(opts.preset or "cpu")
-    else:
-        model = Path(opts.model)
-        preset = get_preset(opts.preset or "l4x4")
-    if not opts.verbose:
-        # vLLM logs every engine detail at INFO; the dry-run's own start-up log says what matters.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    engine = await VLLMEngine.start(model, preset, log=lambda msg: console.print(f"[dim]{msg}[/]"))
-    return engine, str(model)
+    if opts.engine == "vllm":
+        if opts.model is None:
+            console.print("[yellow]No --model given: using the built-in tiny random model "
+                          "(its answers are random; this checks the pipeline, not maths).[/]")
+        if not opts.verbose:
+            # vLLM logs every engine detail at INFO; the dry-run's own start-up log says what matters.
+            os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+            os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    return await start_engine(opts.engine, model=opts.model, preset=opts.preset, traces=opts.traces,
+                              log=lambda msg: console.print(f"[dim]{msg}[/]"))
 
 
 def _solver_config(opts: DryRunOptions) -> SolverConfig:
@@ -160,11 +147,7 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
     t0 = time.monotonic()
     engine, model_name = await _make_engine(opts, console)
     startup = time.monotonic() - t0
-    sandbox = None
-    if any(p.kind == "tir" for p in cfg.prompts):
-        from kit.sandbox import Sandbox
-
-        sandbox = Sandbox(workers=min(cfg.n_samples, 8), timeout=cfg.code_timeout).start()
+    sandbox = sandbox_for(cfg)
     summary = DryRunSummary(engine=opts.engine, model=model_name, profile=profile.name)
     recorder = RunRecorder(out / "records.jsonl")
     try:
@@ -174,7 +157,7 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
         clock = engine.clock
         start = clock.now()
         bank = TimeBank(make_policy(opts.policy), profile, start=start, total_seconds=total,
-                        startup_seconds=startup, safety_seconds=min(120.0, 0.05 * total),
+                        startup_seconds=startup,
                         n_problems=len(problems), max_samples=cfg.n_samples)
         console.print(f"[bold]aimo-kit dry-run[/]: {len(problems)} problems in random order, engine "
                       f"{opts.engine} ({model_name}), profile {profile.name}, ≤{cfg.n_samples} samples × "
@@ -194,10 +177,7 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
                         prob.id, prob.problem, deadline=budget.deadline, gold=gold, rules=budget.rules,
                         n_samples=min(budget.n_samples, cfg.n_samples),
                         max_tokens=min(budget.max_tokens, cfg.max_tokens))
-                total_votes = sum(result.tally.values())
-                bank.record(Outcome(result.seconds, result.tokens, result.reason, result.samples_finished,
-                                    len(result.samples),
-                                    max(result.tally.values()) / total_votes if total_votes else 0.0))
+                bank.record(Outcome.of(result))
                 row = _row(result, gold)
                 summary.rows.append(row)
                 progress.console.print(_line(row))

@@ -52,8 +52,8 @@ class SubmissionConfig:
     profile: str = "aimo2"
     model: str | None = None
     """Model folder for vLLM; None = the built-in tiny random model (pipeline check only)."""
-    preset: str = "l4x4"
-    """Engine preset; with the tiny model the default ``l4x4`` is replaced by ``cpu``."""
+    preset: str | None = None
+    """Engine preset (None: ``cpu`` for the tiny model, ``l4x4`` for a real one)."""
     engine: str = "vllm"
     """``vllm`` or ``replay`` (recorded samples of ``traces``, on a virtual clock)."""
     traces: str = "skythought_aime24"
@@ -175,28 +175,16 @@ class _Runner:
                 engine = await engine
             self.model_name = getattr(engine, "name", type(engine).__name__)
             return engine
-        if cfg.engine == "replay":
-            from kit.engines.replay import ReplayEngine
+        from kit.engines.factory import start_engine
 
-            self.model_name = f"replay:{cfg.traces}"
-            return ReplayEngine.from_pool(cfg.traces)
-        from kit.engines.presets import get_preset
-        from kit.engines.vllm_engine import VLLMEngine
-
-        if cfg.model is None:
-            from kit.tiny_model import build_tiny_model
-
-            model: Any = build_tiny_model()
-            preset = get_preset("cpu" if cfg.preset == "l4x4" else cfg.preset)
-        else:
-            model = Path(cfg.model)
-            preset = get_preset(cfg.preset)
-        self.model_name = str(model)
-        return await VLLMEngine.start(model, preset, log=lambda msg: log.info("engine: %s", msg))
+        engine, self.model_name = await start_engine(cfg.engine, model=cfg.model, preset=cfg.preset,
+                                                     traces=cfg.traces,
+                                                     log=lambda msg: log.info("engine: %s", msg))
+        return engine
 
     async def _start(self) -> None:
         from kit.schedule import TimeBank, make_policy
-        from kit.solver import Solver
+        from kit.solver import Solver, sandbox_for
 
         cfg = self.config
         solver_cfg = cfg.solver
@@ -206,17 +194,13 @@ class _Runner:
             solver_cfg = TINY_SOLVER
         self.solver_config = solver_cfg
         self.engine = await self._make_engine()
-        if any(p.kind == "tir" for p in solver_cfg.prompts):
-            from kit.sandbox import Sandbox
-
-            self.sandbox = Sandbox(workers=min(solver_cfg.n_samples, 8), timeout=solver_cfg.code_timeout).start()
+        self.sandbox = sandbox_for(solver_cfg)
         self.solver = Solver(self.engine, solver_cfg, profile=self.profile, sandbox=self.sandbox,
                              recorder=self.recorder)
         total = cfg.total_seconds if cfg.total_seconds is not None else self.profile.total_seconds
         startup = time.monotonic() - self.started_at
         self.bank = TimeBank(make_policy(cfg.policy), self.profile, start=self.engine.clock.now(),
                              total_seconds=total, startup_seconds=startup,
-                             safety_seconds=min(120.0, 0.05 * total),
                              call_margin_seconds=2 * cfg.call_margin_seconds,
                              max_samples=solver_cfg.n_samples)
         self.record("run_start", kind="kaggle", config=_jsonable(asdict(cfg)), solver=_jsonable(asdict(solver_cfg)),
@@ -299,9 +283,7 @@ class _Runner:
                 raise
             self.failure("solver failed", problem_id, exc)
             return fb, "fallback: solver error"
-        votes = sum(result.tally.values())
-        self._bank_record(Outcome(result.seconds, result.tokens, result.reason, result.samples_finished,
-                                  len(result.samples), max(result.tally.values()) / votes if votes else 0.0))
+        self._bank_record(Outcome.of(result))
         answer = result.answer
         if not isinstance(answer, int) or isinstance(answer, bool) or not self.profile.in_range(answer):
             self.failure("solver answer out of range", problem_id, f"solver returned {answer!r}")

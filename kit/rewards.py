@@ -131,16 +131,23 @@ def kimi_values(lengths: Sequence[int], correct: Sequence[bool]) -> list[float]:
     return out
 
 
-def kimi_length_reward(completions: Sequence[Any], prompts: Sequence[Any] | None = None,
-                       completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float]:
+def _group_reward(values: Callable[[list[int], list[bool]], list[float]], completions: Sequence[Any],
+                  prompts: Sequence[Any] | None, completion_ids: Sequence[Sequence[int]] | None,
+                  kwargs: dict) -> list[float]:
+    """Apply a per-group formula ``values(lengths, correct)`` to every prompt's group of completions."""
     answers = _answers(kwargs, len(completions))
     oks = correctness(completions, answers)
     lengths = _lengths(completions, completion_ids)
     out = [0.0] * len(completions)
     for idx in _groups(prompts, len(completions)):
-        for i, v in zip(idx, kimi_values([lengths[i] for i in idx], [oks[i] for i in idx]), strict=True):
+        for i, v in zip(idx, values([lengths[i] for i in idx], [oks[i] for i in idx]), strict=True):
             out[i] = v
     return out
+
+
+def kimi_length_reward(completions: Sequence[Any], prompts: Sequence[Any] | None = None,
+                       completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float]:
+    return _group_reward(kimi_values, completions, prompts, completion_ids, kwargs)
 
 
 def efficiency_values(lengths: Sequence[int], correct: Sequence[bool], alpha: float) -> list[float]:
@@ -164,15 +171,8 @@ def make_efficiency(alpha: float = 0.1) -> RewardFn:
 
     def efficiency_reward(completions: Sequence[Any], prompts: Sequence[Any] | None = None,
                           completion_ids: Sequence[Sequence[int]] | None = None, **kwargs: Any) -> list[float]:
-        answers = _answers(kwargs, len(completions))
-        oks = correctness(completions, answers)
-        lengths = _lengths(completions, completion_ids)
-        out = [0.0] * len(completions)
-        for idx in _groups(prompts, len(completions)):
-            vals = efficiency_values([lengths[i] for i in idx], [oks[i] for i in idx], alpha)
-            for i, v in zip(idx, vals, strict=True):
-                out[i] = v
-        return out
+        return _group_reward(lambda n, ok: efficiency_values(n, ok, alpha), completions, prompts,
+                             completion_ids, kwargs)
 
     return efficiency_reward
 

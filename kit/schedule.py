@@ -46,6 +46,13 @@ class Outcome:
     margin: float = 0.0
     """Vote share of the winning answer among finished samples (0..1)."""
 
+    @classmethod
+    def of(cls, result: Any) -> Outcome:
+        """The signals of a solver ``ProblemResult``."""
+        votes = sum(result.tally.values())
+        return cls(result.seconds, result.tokens, result.reason, result.samples_finished, len(result.samples),
+                   max(result.tally.values()) / votes if votes else 0.0)
+
 
 @dataclass
 class BankState:
@@ -82,7 +89,7 @@ class TimeBank:
 
     def __init__(self, policy: Policy, profile: Profile | str | None = None, *, start: float,
                  total_seconds: float | None = None, startup_seconds: float = 0.0,
-                 safety_seconds: float = 120.0, call_margin_seconds: float = 30.0,
+                 safety_seconds: float | None = None, call_margin_seconds: float = 30.0,
                  n_problems: int | None = None, max_samples: int = 64) -> None:
         self.profile = get_profile(profile)
         self.policy = policy
@@ -90,6 +97,8 @@ class TimeBank:
         if total <= 0:
             raise ValueError(f"total_seconds must be > 0, got {total}")
         self.call_margin = call_margin_seconds
+        if safety_seconds is None:  # 2 minutes, but never most of a short (dry-run) limit
+            safety_seconds = min(120.0, 0.05 * total)
         self.state = BankState(start=start, end=start + total - startup_seconds - safety_seconds,
                                per_call=self.profile.per_call_seconds, n_problems=n_problems or self.profile.n_problems,
                                max_samples=max_samples)

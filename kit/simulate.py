@@ -47,7 +47,7 @@ class SimProblem:
 def pool_from_traces(pool: str | Path, profile: Profile | str | None = None) -> list[SimProblem]:
     """Problems of a recorded trace pool (answers normalised for the profile; approximate token counts)."""
     from kit.answers import extract_answer
-    from kit.engines.replay import ApproxTokenizer
+    from kit.tokens import ApproxTokenizer
     from kit.traces import load_pool
 
     prof = get_profile(profile)

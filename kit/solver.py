@@ -25,7 +25,7 @@ import traceback
 import zlib
 from dataclasses import asdict, dataclass, field
 
-from kit.answers import extract_answer
+from kit.answers import extract_answer, has_complete_box
 from kit.competition import Profile, get_profile
 from kit.engines.base import Engine, GenParams
 from kit.prompts import DEFAULT_PROMPTS, PromptTemplate
@@ -169,11 +169,11 @@ def _code_block_end(text: str, start_marker: str, end_marker: str) -> int | None
     return end + len(end_marker)
 
 
-def _box_closed(text: str) -> bool:
-    """Whether ``text`` contains a complete ``\\boxed{...}``."""
-    from kit.answers import _boxes_before
-
-    return _boxes_before(text, len(text)) is not None
+def sandbox_for(config: SolverConfig) -> Sandbox | None:
+    """A started sandbox when the prompt mix has TIR prompts (sized to the samples), else None."""
+    if not any(p.kind == "tir" for p in config.prompts):
+        return None
+    return Sandbox(workers=min(config.n_samples, 8), timeout=config.code_timeout).start()
 
 
 class _Problem:
@@ -416,7 +416,7 @@ class Solver:
                     if end is not None:
                         cut, reason = end, "code"
                         break
-                if cfg.stop_at_first_boxed and "boxed" in chunk.delta and _box_closed(text):
+                if cfg.stop_at_first_boxed and "boxed" in chunk.delta and has_complete_box(text):
                     reason = "stop"
                     break
                 if cfg.repetition_repeats and len(text) - checked >= 64:
