@@ -14,7 +14,7 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -25,10 +25,7 @@ from kit.config import load_yaml
 from kit.problems import Problem, load_problems
 from kit.records import RunRecorder
 from kit.schedule import Outcome, TimeBank, make_policy
-from kit.solver import ProblemResult, Solver, SolverConfig, sandbox_for
-
-TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)
-"""Solver settings for the built-in tiny model on CPU: enough to exercise every path in minutes."""
+from kit.solver import TINY_SOLVER, ProblemResult, Solver, SolverConfig, sandbox_for
 
 
 @dataclass
@@ -118,8 +115,6 @@ def _solver_config(opts: DryRunOptions) -> SolverConfig:
     if opts.max_tokens is not None:
         changes["max_tokens"] = opts.max_tokens
     changes["seed"] = opts.seed
-    from dataclasses import replace
-
     return replace(cfg, **changes)
 
 

@@ -184,13 +184,11 @@ class _Runner:
 
     async def _start(self) -> None:
         from kit.schedule import TimeBank, make_policy
-        from kit.solver import Solver, sandbox_for
+        from kit.solver import TINY_SOLVER, Solver, sandbox_for
 
         cfg = self.config
         solver_cfg = cfg.solver
         if cfg.engine == "vllm" and cfg.model is None and self.engine_factory is None and solver_cfg == SolverConfig():
-            from kit.dryrun import TINY_SOLVER
-
             solver_cfg = TINY_SOLVER
         self.solver_config = solver_cfg
         self.engine = await self._make_engine()

@@ -85,6 +85,10 @@ class SolverConfig:
             raise ValueError("sampling must not be empty")
 
 
+TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)
+"""Settings for the built-in tiny model on CPU (dry-run, rehearsal): enough to exercise every path."""
+
+
 @dataclass
 class SampleResult:
     index: int
