@@ -60,6 +60,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return {_convert(k, kt, where): _convert(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 reads ``1e-5`` (no dot) as a string: learning rates are written that way.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected float, got str {value!r}") from None
     if isinstance(tp, type):
         if tp is not bool and isinstance(value, bool):
             raise ConfigError(f"{where}: expected {tp.__name__}, got a boolean")

@@ -1,0 +1,68 @@
+"""training.common: jsonl validation, config overrides and the CLI wrapper's error contract."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kit.config import ConfigError
+from kit.data import DataError
+from training.common import cli, load_config, read_jsonl, resolve_model
+
+
+@dataclass
+class _Cfg:
+    model: str = "tiny"
+    max_steps: int = 10
+    lr: float = 1e-5
+
+
+def _yaml(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_read_jsonl_names_file_line_and_field(tmp_path: Path) -> None:
+    p = tmp_path / "rl.jsonl"
+    p.write_text(json.dumps({"prompt": "x", "answer": 1}) + "\n" + json.dumps({"prompt": "y"}) + "\n")
+    with pytest.raises(DataError, match=r"rl\.jsonl:2: missing field\(s\) \['answer'\]"):
+        read_jsonl(p, ["prompt", "answer"])
+    p.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_jsonl(p, ["prompt"])
+    p.write_text("{not json\n")
+    with pytest.raises(DataError, match=r"rl\.jsonl:1: not valid JSON"):
+        read_jsonl(p, ["prompt"])
+    with pytest.raises(DataError, match="not found"):
+        read_jsonl(tmp_path / "nope.jsonl", ["prompt"])
+
+
+def test_overrides_are_typed_and_checked(tmp_path: Path) -> None:
+    p = _yaml(tmp_path, "model: tiny\nmax_steps: 5\n")
+    cfg = load_config(_Cfg, p, ["max_steps=2", "lr=3e-6"])
+    assert (cfg.max_steps, cfg.lr) == (2, 3e-6)
+    with pytest.raises(ConfigError, match="unknown key 'steps'"):
+        load_config(_Cfg, p, ["steps=2"])
+    with pytest.raises(ConfigError, match="max_steps: expected int"):
+        load_config(_Cfg, p, ["max_steps=two"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(_Cfg, _yaml(tmp_path, "model: tiny\nmax_stpes: 5\n"))
+
+
+def test_cli_reports_user_errors_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ran: list[_Cfg] = []
+    p = _yaml(tmp_path, "max_stpes: 5\n")
+    assert cli("python -m training.x", None, _Cfg, ran.append, str(p), ["--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("x: error: ") and "max_stpes" in err and str(p) in err and not ran
+    p = _yaml(tmp_path, "max_steps: 3\n")
+    assert cli("python -m training.x", None, _Cfg, ran.append, str(p), ["--config", str(p), "--set", "lr=0.1"]) == 0
+    assert ran == [_Cfg(max_steps=3, lr=0.1)]
+
+
+def test_resolve_model_passes_paths_through() -> None:
+    assert resolve_model("/models/qwen-7b") == "/models/qwen-7b"

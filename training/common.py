@@ -1,0 +1,113 @@
+"""What every training entry point shares: model resolution, jsonl datasets, the CLI wrapper.
+
+Why one module: each entry point (``training.sft``, ``training.grpo``, ``training.distill``,
+``training.merge``, ``training.quantize``) is "a YAML config → ``run(cfg)``" with the same rules — the
+model ``tiny`` means the offline tiny Qwen2 (tests, notebooks, CPU rehearsals), a dataset file with a
+missing field fails before any weights load naming the file and the field, and a user-fixable error is
+one line on stderr with exit code 2, never a traceback after an hour of loading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kit.config import ConfigError, from_dict, load_yaml
+from kit.data import DataError
+
+C = TypeVar("C")
+
+TINY_MODEL = "tiny"
+"""Model name that resolves to the offline tiny Qwen2 built by :func:`kit.tiny_model.build_tiny_model`."""
+
+
+def resolve_model(name_or_path: str) -> str:
+    """``"tiny"`` → the cached tiny model's folder; anything else is returned unchanged (a local path or
+    a hub id the user's machine can reach)."""
+    if name_or_path == TINY_MODEL:
+        from kit.tiny_model import build_tiny_model
+
+        return str(build_tiny_model())
+    return name_or_path
+
+
+def on_gpu() -> bool:
+    """True when CUDA is usable (rollouts on vLLM colocate, bf16); False on CPU (tests, this machine)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def read_jsonl(path: str | Path, required: Sequence[str], *, what: str = "dataset") -> list[dict[str, Any]]:
+    """Rows of a jsonl file; every row must have the ``required`` fields (errors name file, line, field)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} file not found")
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            missing = [f for f in required if f not in row]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {missing} in the {what}; "
+                                f"found {sorted(row)}")
+            rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: the {what} is empty")
+    return rows
+
+
+def load_config(cls: type[C], path: str | Path, overrides: Sequence[str] = ()) -> C:
+    """Load ``cls`` from YAML, then apply ``key=value`` overrides (values parsed as YAML scalars), e.g.
+    ``--set max_steps=2 --set model=tiny``; unknown keys fail like unknown YAML keys."""
+    import dataclasses
+
+    import yaml
+
+    cfg = load_yaml(cls, path)
+    if not overrides:
+        return cfg
+    data = dataclasses.asdict(cfg)  # type: ignore[call-overload]
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        if key not in data:
+            raise ConfigError(f"--set {item!r}: unknown key {key!r}; known keys: {', '.join(sorted(data))}")
+        data[key] = yaml.safe_load(raw)
+    return from_dict(cls, data, where=f"{path} (with --set)")
+
+
+def cli(prog: str, doc: str | None, cls: type[C], run: Callable[[C], Any], default_config: str,
+        argv: Sequence[str] | None = None) -> int:
+    """``python -m training.<x> --config FILE [--set key=value ...]``: load, run, exit 0; user-fixable
+    errors (config, data, missing files) → one line on stderr and exit code 2."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc)
+    ap.add_argument("--config", default=default_config, help=f"YAML config (default {default_config})")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (repeatable), e.g. --set max_steps=2")
+    args = ap.parse_args(argv)
+    name = prog.rsplit(".", 1)[-1]
+    try:
+        cfg = load_config(cls, args.config, args.set)
+        result = run(cfg)
+    except (ConfigError, DataError, FileNotFoundError) as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    if result is not None:
+        print(result)
+    return 0
+
+
+__all__ = ["TINY_MODEL", "cli", "load_config", "on_gpu", "read_jsonl", "resolve_model"]
