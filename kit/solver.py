@@ -45,6 +45,16 @@ class SamplingSpec:
     top_k: int = 0
 
 
+SAMPLING_PRESETS: dict[str, tuple[SamplingSpec, ...]] = {
+    "default": (SamplingSpec(),),
+    "trimer": tuple(SamplingSpec(temperature=t, top_p=p, min_p=0.0)
+                    for t, p in ((0.2, 0.85), (0.4, 0.90), (0.6, 0.92), (0.8, 0.95))),
+}
+"""Named per-sample sampling schedules (``SolverConfig.sampling_preset``); sample i uses agent i mod n.
+``trimer``: the AIMO2 TriMER team's four agents (temperatures 0.2/0.4/0.6/0.8, top-p 0.85/0.90/0.92/0.95;
+their write-up gives no min-p, so none), whose varied samples they then reranked with a reward model."""
+
+
 @dataclass(frozen=True)
 class SolverConfig:
     n_samples: int = 32
@@ -55,6 +65,8 @@ class SolverConfig:
     """Cycled over the samples (sample i uses prompts[i % len])."""
     sampling: tuple[SamplingSpec, ...] = (SamplingSpec(),)
     """Cycled over the samples: a multi-agent temperature/top-p schedule is a list here."""
+    sampling_preset: str | None = None
+    """A named schedule from ``SAMPLING_PRESETS`` (e.g. ``trimer``) used as ``sampling``."""
     stop_after_reasoning: bool = True
     """Stop a sample at ``</think>``: the answer is the last ``\\boxed{}`` of the reasoning."""
     stop_at_first_boxed: bool = False
@@ -83,6 +95,14 @@ class SolverConfig:
             raise ValueError("prompts must not be empty")
         if not self.sampling:
             raise ValueError("sampling must not be empty")
+        if self.sampling_preset is not None:
+            preset = SAMPLING_PRESETS.get(self.sampling_preset)
+            if preset is None:
+                raise ValueError(f"unknown sampling_preset {self.sampling_preset!r}; "
+                                 f"known: {', '.join(sorted(SAMPLING_PRESETS))}")
+            if self.sampling not in (preset, (SamplingSpec(),)):
+                raise ValueError("set either sampling or sampling_preset, not both")
+            object.__setattr__(self, "sampling", preset)
 
 
 TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)
@@ -96,6 +116,9 @@ class SampleResult:
     kind: str
     temperature: float
     top_p: float
+    min_p: float = 0.0
+    agent: int = 0
+    """Position in the sampling schedule (``SolverConfig.sampling``) this sample used."""
     text: str = ""
     tokens: int = 0
     code: list[dict] = field(default_factory=list)
@@ -278,7 +301,8 @@ class Solver:
             prompt = self.engine.chat_prompt(template.messages(problem, self.profile.modulus_wording))
             prompts.append(prompt)
             state.samples.append(SampleResult(index=i, prompt=template.name, kind=template.kind,
-                                              temperature=spec.temperature, top_p=spec.top_p, started=start))
+                                              temperature=spec.temperature, top_p=spec.top_p, min_p=spec.min_p,
+                                              agent=i % len(cfg.sampling), started=start))
         prompt_tokens = self.engine.count_tokens(prompts[0])
         if prompt_tokens + 16 > self.engine.max_model_len:
             return self._fallback(state, start, f"problem too long for the context window: {prompt_tokens} "
