@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,9 @@ class SimProblem:
     samples: tuple[tuple[int | None, int], ...]
     """(normalised answer or None, generated tokens) of each recorded sample."""
     prompt_tokens: int = 200
+    text: str = field(default="", repr=False)
+    """The problem statement, for hooks that look at it (the time bank's difficulty predictor); "" when
+    the source has none."""
 
     @property
     def accuracy(self) -> float:
@@ -58,12 +61,15 @@ def pool_from_traces(pool: str | Path, profile: Profile | str | None = None) -> 
     out = []
     for pid, samples in groups.items():
         rows = tuple((prof.to_answer(extract_answer(s.text)), max(tok.count(s.text), 1)) for s in samples)
-        out.append(SimProblem(pid, prof.to_answer(samples[0].gold), rows, tok.count(samples[0].problem) + 60))
+        out.append(SimProblem(pid, prof.to_answer(samples[0].gold), rows, tok.count(samples[0].problem) + 60,
+                              text=samples[0].problem))
     return out
 
 
-def pool_from_records(path: str | Path, profile: Profile | str | None = None) -> list[SimProblem]:
-    """Problems of our own run records (finished samples only)."""
+def pool_from_records(path: str | Path, profile: Profile | str | None = None, *,
+                      texts: Mapping[str, str] | None = None) -> list[SimProblem]:
+    """Problems of our own run records (finished samples only). Records carry problem ids, not statements:
+    ``texts`` (problem id → statement, e.g. from the run's problem set) fills :attr:`SimProblem.text`."""
     from kit.records import read_events
 
     prof = get_profile(profile)
@@ -72,7 +78,8 @@ def pool_from_records(path: str | Path, profile: Profile | str | None = None) ->
     for s in read_events(path, "sample"):
         if s.get("finish_reason") in ("stop", "length", "repetition"):
             groups.setdefault(s["problem_id"], []).append((s.get("answer"), int(s.get("tokens") or 1)))
-    return [SimProblem(pid, golds.get(pid), tuple(rows)) for pid, rows in groups.items()
+    texts = texts or {}
+    return [SimProblem(pid, golds.get(pid), tuple(rows), text=texts.get(pid, "")) for pid, rows in groups.items()
             if rows and golds.get(pid) is not None and prof.in_range(int(golds[pid]))]
 
 
