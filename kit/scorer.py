@@ -192,14 +192,15 @@ def train_scorer(model: str, train: Sequence[ProblemCandidates], out: str | Path
     """
     import time
 
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
-
     start = time.perf_counter()
     settings = settings or TrainSettings()
     out = Path(out)
     pairs = build_pairs(train, pairs_per_problem=pairs_per_problem, seed=settings.seed, source=source)
+    # heavy imports only once the data is known to be usable: bad input fails in a second
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
     tokenizer = AutoTokenizer.from_pretrained(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
