@@ -260,6 +260,10 @@ def test_configs_load_and_bad_keys_fail_in_one_line(tmp_path: Path, capsys: pyte
     assert "max_length must be >= 1" in capsys.readouterr().err
     assert main(["--config", TINY_YAML, "--set", f"dataset={tmp_path / 'missing.jsonl'}"]) == 2
     assert "missing.jsonl: SFT dataset file not found" in capsys.readouterr().err
+    data = _dataset(tmp_path, n=2)
+    assert main(["--config", TINY_YAML, "--set", f"dataset={data}", "--set", "lr_scheduler_type=cosinus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sft: error: sft config: ") and "cosinus" in err
 
 
 def test_cli_reports_bad_data_and_templates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

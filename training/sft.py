@@ -540,6 +540,7 @@ def run(cfg: SftConfig) -> SftResult:
         raise ConfigError(f"model {cfg.model!r}: cannot load its tokenizer ({exc})") from None
     tokenizer.chat_template = resolve_chat_template(tokenizer, cfg.chat_template)
     out_dir = Path(cfg.output_dir)
+    args = training_arguments(cfg, out_dir)  # before the audit: a typo in a trainer option fails at once
     main_process = PartialState().is_main_process
     if cfg.audit_example >= len(examples):
         raise ConfigError(f"audit_example {cfg.audit_example}: the dataset has {len(examples)} examples")
@@ -548,21 +549,20 @@ def run(cfg: SftConfig) -> SftResult:
                     template_name=cfg.chat_template, render_index=cfg.audit_example,
                     out_dir=out_dir if main_process else None, echo=print if main_process else None)
     train = Dataset.from_list([{"messages": examples[i].messages} for i in checked.kept])
-    args = training_arguments(cfg, out_dir)
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=train, processing_class=tokenizer)
     check_prepared_dataset(trainer.train_dataset, checked, packing=cfg.packing, max_length=cfg.max_length)
     resume = get_last_checkpoint(str(out_dir)) if cfg.resume and out_dir.is_dir() else None
     if cfg.resume and main_process:
         print(f"sft: resuming from {resume}" if resume else f"sft: no checkpoint in {out_dir}, starting afresh")
     output = trainer.train(resume_from_checkpoint=resume)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    loss = float(losses[-1]) if losses else float(output.training_loss)
+    if not math.isfinite(loss):
+        raise RuntimeError(f"sft: training loss is {loss}; the final model is not saved")
     trainer.save_model(str(out_dir))  # model, tokenizer and its chat template (chat_template.jinja)
     if main_process:
         (out_dir / "sft_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n",
                                                  encoding="utf-8")
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    loss = float(losses[-1]) if losses else float(output.training_loss)
-    if not math.isfinite(loss):
-        raise RuntimeError(f"sft: training loss is {loss}; nothing saved is usable")
     return SftResult(output_dir=str(out_dir), steps=trainer.state.global_step, final_loss=loss,
                      audit=checked.summary)
 
