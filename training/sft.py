@@ -336,6 +336,41 @@ def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def _check_example(ex: SftExample, tokenizer: Any, name: str, stop_ids: set[int], stop_names: list[str],
+                   ) -> tuple[list[int], list[int]]:
+    """Token ids and assistant mask of one example, as trl computes them; raise if the mask is wrong."""
+    from trl.data_utils import _tokenize, common_prefix_length
+
+    # The exact call trl's SFTTrainer makes for a conversational row (sft_trainer.tokenize_fn).
+    out = _tokenize(tokenizer, ex.messages, return_assistant_tokens_mask=True, chat_template=None, tools=None)
+    ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+    spans = _spans(mask)
+    if not spans:
+        raise AuditError(f"{name}: the chat template marks no assistant token for training "
+                         "({% generation %} markers around the wrong part?)")
+    texts = [_nfc(tokenizer.decode(ids[a:b], skip_special_tokens=False)) for a, b in spans]
+    if not any(_nfc(ex.reasoning) in t for t in texts):
+        raise AuditError(
+            f"{name}: the <think> reasoning is not in the trained tokens: the chat template drops or "
+            f"masks it, so SFT would train on the answer only. Trained text starts: {texts[-1][:160]!r}")
+    prompt_ids = _tokenize(tokenizer, ex.messages[:-1], add_generation_prompt=False, chat_template=None,
+                           tools=None)["input_ids"]
+    in_prompt = [i for i in range(common_prefix_length(prompt_ids, ids)) if mask[i]]
+    if in_prompt:
+        raise AuditError(f"{name}: the loss mask covers {len(in_prompt)} prompt token(s), e.g. "
+                         f"{tokenizer.decode(ids[in_prompt[0]:in_prompt[0] + 8])!r}: the template's "
+                         "{% generation %} markers enclose more than the assistant turn")
+    # Like trl's is_chat_template_stop_token_trained, ignore trailing whitespace tokens.
+    last = next((ids[i] for i in reversed(range(*spans[-1])) if tokenizer.decode([ids[i]]).strip()), None)
+    if last not in stop_ids:
+        ending = tokenizer.convert_ids_to_tokens(last) if last is not None else "whitespace"
+        raise AuditError(
+            f"{name}: the trained assistant turn ends with {ending!r}, not an end-of-generation token of the "
+            f"model ({', '.join(stop_names)}): the fine-tuned model would never learn to stop. Use a template "
+            "whose assistant turn ends with the eos token (chat_template: trl for DeepSeek-R1-Distill models)")
+    return ids, mask
+
+
 def audit(examples: Sequence[SftExample], tokenizer: Any, *, max_length: int, drop_untrainable: bool = False,
           stop_token_ids: Collection[int] | None = None, source: str = "dataset", template_name: str = "",
           render_index: int = 0, out_dir: str | Path | None = None,
@@ -350,74 +385,38 @@ def audit(examples: Sequence[SftExample], tokenizer: Any, *, max_length: int, dr
     with :func:`render_mask` through ``echo``; with ``out_dir`` writes ``sft_audit.json`` and
     ``sft_audit_example.txt`` there.
     """
-    from trl.data_utils import _tokenize, common_prefix_length
-
     if not examples:
         raise DataError(f"{source}: no examples to audit")
     stop_ids = set(stop_token_ids) if stop_token_ids else {tokenizer.eos_token_id}
     stop_names = sorted(tokenizer.convert_ids_to_tokens(sorted(stop_ids)))
     stats: list[ExampleStats] = []
-    untrainable: list[ExampleStats] = []
     rendered = shown = ""
     for idx, ex in enumerate(examples):
-        name = f"{source}:{ex.line} (problem_id {ex.problem_id})"
-        # The exact call trl's SFTTrainer makes for a conversational row (sft_trainer.tokenize_fn).
-        out = _tokenize(tokenizer, ex.messages, return_assistant_tokens_mask=True, chat_template=None,
-                        tools=None)
-        ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
-        spans = _spans(mask)
-        if not spans:
-            raise AuditError(f"{name}: the chat template marks no assistant token for training "
-                             "({% generation %} markers around the wrong part?)")
-        texts = [_nfc(tokenizer.decode(ids[a:b], skip_special_tokens=False)) for a, b in spans]
-        if not any(_nfc(ex.reasoning) in t for t in texts):
-            raise AuditError(
-                f"{name}: the <think> reasoning is not in the trained tokens: the chat template drops or "
-                f"masks it, so SFT would train on the answer only. Trained text starts: {texts[-1][:160]!r}")
-        prompt_ids = _tokenize(tokenizer, ex.messages[:-1], add_generation_prompt=False, chat_template=None,
-                               tools=None)["input_ids"]
-        in_prompt = [i for i in range(common_prefix_length(prompt_ids, ids)) if mask[i]]
-        if in_prompt:
-            raise AuditError(f"{name}: the loss mask covers {len(in_prompt)} prompt token(s), e.g. "
-                             f"{tokenizer.decode(ids[in_prompt[0]:in_prompt[0] + 8])!r}: the template's "
-                             "{% generation %} markers enclose more than the assistant turn")
-        last = next((ids[i] for i in reversed(range(*spans[-1])) if tokenizer.decode([ids[i]]).strip()), None)
-        if last not in stop_ids:
-            ending = tokenizer.convert_ids_to_tokens(last) if last is not None else "whitespace"
-            raise AuditError(
-                f"{name}: the trained assistant turn ends with {ending!r}, not "
-                f"an end-of-generation token of the model ({', '.join(stop_names)}): the fine-tuned model "
-                "would never learn to stop. Use a template whose assistant turn ends with the eos token "
-                "(chat_template: trl for DeepSeek-R1-Distill models)")
-        trained = sum(mask[:max_length])
-        st = ExampleStats(ex.problem_id, ex.line, len(ids), trained)
-        stats.append(st)
-        if trained == 0:
-            untrainable.append(st)
+        ids, mask = _check_example(ex, tokenizer, f"{source}:{ex.line} (problem_id {ex.problem_id})", stop_ids,
+                                   stop_names)
+        stats.append(ExampleStats(ex.problem_id, ex.line, len(ids), sum(mask[:max_length])))
         if idx == render_index:
             rendered = render_mask(tokenizer, ids, mask, max_length)
             shown = render_mask(tokenizer, ids, mask, max_length, elide=600)
+    untrainable = [s for s in stats if s.trained == 0]
     if untrainable and not drop_untrainable:
-        first = untrainable[0]
-        others = ", ".join(s.problem_id for s in untrainable[1:6])
+        first, others = untrainable[0], ", ".join(s.problem_id for s in untrainable[1:6])
         raise AuditError(
             f"{source}:{first.line} (problem_id {first.problem_id}): no trainable token left after truncation "
             f"to max_length={max_length} (the example has {first.tokens} tokens, its prompt fills the window)"
             + (f"; {len(untrainable) - 1} more: {others}{' …' if len(untrainable) > 6 else ''}" if others else "")
             + ". Raise max_length, shorten those prompts or set drop_untrainable: true")
-    drop = {id(s) for s in untrainable}
-    kept = [i for i, s in enumerate(stats) if id(s) not in drop]
-    seen = [min(stats[i].tokens, max_length) for i in kept]
-    lengths = [stats[i].tokens for i in kept] or [0]
+    kept = [i for i, s in enumerate(stats) if s.trained > 0]
+    if not kept:
+        raise AuditError(f"{source}: every example is untrainable at max_length={max_length}")
+    lengths = [stats[i].tokens for i in kept]
     summary = AuditSummary(
         source=source, chat_template=template_name, max_length=max_length, examples=len(examples),
         kept=len(kept), dropped=[s.problem_id for s in untrainable],
-        truncated=sum(stats[i].truncated(max_length) for i in kept), tokens=sum(seen),
-        trained_tokens=sum(stats[i].trained for i in kept), tokens_min=min(lengths),
-        tokens_median=statistics.median(lengths), tokens_max=max(lengths), stop_tokens=stop_names,
-        rendered=rendered)
-    if not kept:
-        raise AuditError(f"{source}: every example is untrainable at max_length={max_length}")
+        truncated=sum(stats[i].truncated(max_length) for i in kept),
+        tokens=sum(min(n, max_length) for n in lengths), trained_tokens=sum(stats[i].trained for i in kept),
+        tokens_min=min(lengths), tokens_median=statistics.median(lengths), tokens_max=max(lengths),
+        stop_tokens=stop_names, rendered=rendered)
     if echo is not None:
         echo(f"sft audit: {summary}")
         echo("sft audit: checks passed: reasoning trained, prompt masked, turn ends with "
