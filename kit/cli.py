@@ -125,11 +125,112 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str) -> list[int]:
+    """'1k,2k,4000' -> [1000, 2000, 4000] (k = 1000)."""
+    out = []
+    for part in text.split(","):
+        t = part.strip().lower()
+        if not t:
+            continue
+        try:
+            value = int(float(t[:-1]) * 1000) if t.endswith("k") else int(t)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a list of integers: {text!r} (use e.g. 1k,2k,4000)") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"values must be >= 1: {text!r}")
+        out.append(value)
+    if not out:
+        raise argparse.ArgumentTypeError(f"empty list: {text!r}")
+    return out
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics, budget curve, answer selection and plots from recorded runs",
+        description=(
+            "Evaluate recorded samples without re-generating: run records (--records) and trace pools "
+            "(--pool), side by side. Per problem and overall pass@1, unbiased pass@k, exact maj@k, selected-"
+            "answer accuracy, tokens, seconds, no-answer share, code calls; the budget curve (each sample cut "
+            "at B tokens with the tokenizer, answer re-extracted); the answer-selection strategy table. Writes "
+            "report.md with PNG plots to --out, and everything as JSON to --json. See docs/evaluation.md."
+        ),
+    )
+    p.add_argument("--records", action="append", type=Path, default=[], metavar="PATH",
+                   help="a run's records.jsonl (repeatable)")
+    p.add_argument("--pool", action="append", default=[], metavar="NAME|PATH",
+                   help="trace pool: skythought_aime24, nemoskills, tora_gsm8k, or a trace folder/file (repeatable)")
+    p.add_argument("--run", nargs="?", const="", default=None, metavar="DRYRUN_ARGS",
+                   help="first run the solver with `python -m kit dryrun` and these arguments (quoted, e.g. "
+                        "--run \"--engine replay --limit 5\"; alone: the default dry-run), then evaluate its records")
+    p.add_argument("--tokenizer", default=None, metavar="approx|tiny|PATH",
+                   help="tokenizer for the budget curve (default: the run's own model for records, approx for pools)")
+    p.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                   help=f"competition profile for pools (records use their run's; default: {DEFAULT_PROFILE})")
+    p.add_argument("--budgets", type=_int_list, default=None, metavar="LIST",
+                   help="token budgets of the budget curve (default: 1k,2k,4k,6k,8k,12k,16k,24k,32k)")
+    p.add_argument("--k", dest="ks", type=_int_list, default=None, metavar="LIST",
+                   help="k values of pass@k and maj@k (default: 1,2,4,... up to the most samples per problem)")
+    p.add_argument("--scorer", type=Path, default=None, metavar="PATH",
+                   help="a trained scorer folder (python -m training.scorer): adds its row to the strategy table")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples for the strategy CIs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default: runs/eval-<time>)")
+    p.add_argument("--json", type=Path, default=None, help="write metrics, per-problem rows, curve and strategies here")
+
+
+def _dryrun(args: argparse.Namespace) -> int:
+    from kit.dryrun import DryRunOptions, run
+
+    summary = run(DryRunOptions(
+        problems=args.problems, model=args.model, engine=args.engine, traces=args.traces,
+        profile=args.profile, preset=args.preset, config=args.config, time_limit=args.time_limit,
+        out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
+        shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose,
+        policy=args.policy))
+    return 0 if summary.problems else 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import shlex
+    import time
+
+    from rich.console import Console
+
+    from kit.evaluate import DEFAULT_BUDGETS, evaluate, load_runs, print_summary, write_json, write_report
+
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    if args.boot < 1:
+        raise ValueError(f"--boot must be >= 1, got {args.boot}")
+    out = args.out or Path("runs") / time.strftime("eval-%Y%m%d-%H%M%S")
+    records = list(args.records)
+    if args.run is not None:
+        dry = build_parser().parse_args(["dryrun", *shlex.split(args.run)])
+        if dry.out is None:
+            dry.out = out / "dryrun"
+        if _dryrun(dry) != 0:
+            raise ValueError(f"the dry-run ({args.run or 'defaults'}) answered no problem: nothing to evaluate")
+        records.append(dry.out / "records.jsonl")
+    start = time.perf_counter()
+    runs = load_runs(records, args.pool, tokenizer=args.tokenizer, profile=args.profile, console=console)
+    ev = evaluate(runs, ks=args.ks, budgets=args.budgets or DEFAULT_BUDGETS, n_boot=args.boot, seed=args.seed,
+                  scorer=args.scorer, console=console)
+    ev.seconds = time.perf_counter() - start
+    files = write_report(ev, out)
+    print_summary(ev, console)
+    console.print(f"report: {files['report']}  plots: {', '.join(f.name for k, f in files.items() if k != 'report')}"
+                  f"   ({time.perf_counter() - start:.1f} s)")
+    if args.json is not None:
+        console.print(f"json: {write_json(ev, args.json)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kit", description="aimo-kit command line")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_dryrun(sub)
     _add_simulate(sub)
+    _add_evaluate(sub)
     return parser
 
 
@@ -137,17 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "dryrun":
-            from kit.dryrun import DryRunOptions, run
-
-            summary = run(DryRunOptions(
-                problems=args.problems, model=args.model, engine=args.engine, traces=args.traces,
-                profile=args.profile, preset=args.preset, config=args.config, time_limit=args.time_limit,
-                out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
-                shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose,
-                policy=args.policy))
-            return 0 if summary.problems else 1
+            return _dryrun(args)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
     except KnownError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
