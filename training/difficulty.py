@@ -228,9 +228,13 @@ def quiet() -> None:
     datasets.disable_progress_bars()
 
 
+def _run_quietly(cfg: DifficultyConfig) -> TrainReport:
+    quiet()  # after the config is validated: a typo fails in a second, not after importing transformers
+    return run(cfg)
+
+
 def main(argv: list[str] | None = None) -> int:
-    quiet()
-    return cli("python -m training.difficulty", __doc__, DifficultyConfig, run,
+    return cli("python -m training.difficulty", __doc__, DifficultyConfig, _run_quietly,
                "training/configs/difficulty.yaml", argv)
 
 

@@ -1,0 +1,339 @@
+"""Difficulty / token predictor: targets vs an independent computation, the tiny encoder, training with
+transformers' Trainer on CPU, save/reload/predict, the hook inside a real time bank, cross-fitting and
+the paired simulation, bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kit.config import ConfigError
+from kit.data import DataError
+from kit.difficulty import (
+    CLIP,
+    DifficultyPredictor,
+    ProblemSamples,
+    TargetRule,
+    build_tiny_encoder,
+    factors_from_tokens,
+    kfold,
+    problem_text,
+    problems_from_records,
+    problems_from_traces,
+    regression_metrics,
+    simulate_hooks,
+    split_by_problem,
+    table_hook,
+    targets_frame,
+)
+from kit.engines.replay import SpeedModel
+from kit.records import RunRecorder
+from kit.schedule import Ours, TimeBank
+from kit.simulate import SimProblem, monte_carlo, pool_from_records, pool_from_traces
+from kit.tokens import ApproxTokenizer
+from kit.traces import load_pool
+from training.common import load_config
+from training.difficulty import DifficultyConfig, crossfit, load_targets, run
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_CONFIG = ROOT / "training" / "configs" / "difficulty_tiny.yaml"
+B14 = SpeedModel.l4x4_14b_awq()
+TIME_BOUND = SpeedModel(B14.step_s * 3, B14.per_seq_s * 3, B14.per_ctx_token_s * 3, B14.prefill_per_token_s * 3)
+"""A throughput at which 5 hours bind for 50 SkyThought problems (a 14B model's step times × 3)."""
+
+
+# --- targets ----------------------------------------------------------------------------------------
+
+HAND = [
+    ProblemSamples("a", "text a", ((True, 100), (False, 900), (True, 300), (True, 200))),
+    ProblemSamples("b", "text b", ((False, 50), (False, 700))),
+    ProblemSamples("c", "text c", ((True, 10), (True, 30))),
+]
+
+
+@pytest.mark.parametrize("statistic", ["median", "min"])
+@pytest.mark.parametrize("unsolved", ["cap", "longest", "drop"])
+def test_targets_equal_an_independent_computation(statistic: str, unsolved: str) -> None:
+    rule = TargetRule(statistic=statistic, unsolved=unsolved, cap_tokens=4321)  # type: ignore[arg-type]
+    expected = {}
+    for p in HAND:
+        correct = [t for ok, t in p.samples if ok]
+        if correct:
+            expected[p.pid] = (statistics.median(correct) if statistic == "median" else min(correct), False)
+        elif unsolved != "drop":
+            expected[p.pid] = (4321 if unsolved == "cap" else max(t for _, t in p.samples), True)
+    got = targets_frame(HAND, rule)
+    assert {r["pid"]: (r["tokens"], r["censored"]) for r in got.iter_rows(named=True)} == expected
+    assert got.filter(got["pid"] == "a").row(0, named=True) | {"tokens": 0} == {
+        "pid": "a", "text": "text a", "n_samples": 4, "n_correct": 3, "censored": False, "tokens": 0}
+
+
+def test_trace_pool_targets_follow_the_recorded_verdicts_and_token_counts() -> None:
+    problems = problems_from_traces("skythought_aime24")
+    frame = targets_frame(problems)
+    raw = load_pool("skythought_aime24")
+    count = ApproxTokenizer().count
+    assert frame.height == 30 and set(frame["n_samples"]) == {11}
+    for row in frame.iter_rows(named=True):
+        mine = [s for s in raw if s.problem_id == row["pid"]]
+        correct = [count(s.text) for s in mine if s.recorded_correct]
+        assert row["text"] == mine[0].problem
+        assert row["n_correct"] == len(correct)
+        assert row["tokens"] == (statistics.median(correct) if correct else TargetRule().cap_tokens)
+    assert 0 < frame["censored"].sum() < 30
+
+
+def _problem_set(tmp_path: Path) -> Path:
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "problem": f"Problem {i}: find x.", "answer": a}) + "\n"
+                            for i, a in (("p1", 5), ("p2", 7), ("p3", 9))))
+    return path
+
+
+def _records(path: Path, problems: Path, *, with_tokens: bool = True) -> Path:
+    with RunRecorder(path) as rec:
+        rec.write("run_start", options={"problems": str(problems)})
+        for pid, gold in (("p1", 5), ("p2", 7)):
+            for i, (answer, tokens) in enumerate(((gold, 400), (1, 900), (gold, 600), (2, 50))):
+                fields = {"tokens": tokens} if with_tokens else {}
+                rec.write("sample", problem_id=pid, index=i, answer=answer if pid == "p1" else 1,
+                          text="word " * (i + 1), finish_reason="stop", **fields)
+            rec.write("sample", problem_id=pid, index=9, answer=gold, tokens=5, finish_reason="abort")
+            rec.write("problem", problem_id=pid, gold=gold, answer=gold)
+        rec.write("sample", problem_id="p3", index=0, answer=9, tokens=10, finish_reason="stop")
+        rec.write("problem", problem_id="p3", gold=None, answer=9)  # no gold: skipped
+    return path
+
+
+def test_record_targets_texts_and_token_counts(tmp_path: Path) -> None:
+    problems = _problem_set(tmp_path)
+    records = _records(tmp_path / "records.jsonl", problems)
+    got = targets_frame(problems_from_records(records))
+    assert got.select("pid", "text", "n_samples", "n_correct", "censored", "tokens").rows() == [
+        ("p1", "Problem p1: find x.", 4, 2, False, 500.0),  # median of the two correct: 400, 600
+        ("p2", "Problem p2: find x.", 4, 0, True, 1024.0),  # never correct: the cap (aborted one ignored)
+    ]
+    # the simulator's records pool gets the same texts when given them
+    pool = pool_from_records(records, texts={"p1": "Problem p1: find x."})
+    assert [p.text for p in pool] == ["Problem p1: find x.", ""]
+
+    bare = _records(tmp_path / "bare" / "records.jsonl", problems, with_tokens=False)
+    with pytest.raises(DataError, match=r"bare/records\.jsonl: sample 0 of problem 'p1' has no 'tokens'"):
+        problems_from_records(bare)
+    counted = problems_from_records(bare, count_tokens=lambda text: len(text.split()))
+    assert counted[0].samples == ((True, 1), (False, 2), (True, 3), (False, 4))
+
+
+def test_bad_record_inputs_name_the_file_and_field(tmp_path: Path) -> None:
+    problems = _problem_set(tmp_path)
+    old = tmp_path / "old.jsonl"
+    old.write_text(json.dumps({"event": "sample", "version": 0, "problem_id": "p1"}) + "\n")
+    with pytest.raises(DataError, match=r"old\.jsonl:1: record version 0"):
+        problems_from_records(old)
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "zz", "problem": "?"}) + "\n")
+    with pytest.raises(DataError, match=r"problem 'p1' is not in the problem set .*other\.jsonl"):
+        problems_from_records(_records(tmp_path / "r.jsonl", problems), problems=other)
+    no_start = tmp_path / "no_start.jsonl"
+    with RunRecorder(no_start) as rec:
+        rec.write("problem", problem_id="p1", gold=5, answer=5)
+    with pytest.raises(DataError, match="no run_start event"):
+        problems_from_records(no_start)
+
+
+def test_bad_inputs_empty_pool_and_config(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="empty pool"):
+        targets_frame([])
+    with pytest.raises(DataError, match="appears twice"):
+        targets_frame([HAND[0], HAND[0]])
+    with pytest.raises(DataError, match="nothing is left"):
+        targets_frame([HAND[1]], TargetRule(unsolved="drop"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no \.jsonl"):
+        problems_from_traces(tmp_path / "empty")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_CONFIG.read_text() + "learning_rat: 1e-3\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key\(s\) 'learning_rat'"):
+        load_config(DifficultyConfig, bad)
+    with pytest.raises(ConfigError, match=r"target\.unsolved: 'never' is not one of"):
+        load_config(DifficultyConfig, TINY_CONFIG, ["target={unsolved: never}"])
+    with pytest.raises(ConfigError, match="eval_fraction must be in"):
+        load_config(DifficultyConfig, TINY_CONFIG, ["eval_fraction=1.5"])
+    proc = subprocess.run([sys.executable, "-m", "training.difficulty", "--config", str(bad)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "learning_rat" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "training.difficulty", "--config", str(TINY_CONFIG), "--set",
+                           f"sources=[{{path: {tmp_path / 'nowhere'}}}]"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "nowhere" in proc.stderr
+    with pytest.raises(FileNotFoundError, match=r"no difficulty\.json"):
+        DifficultyPredictor.load(tmp_path)
+
+
+# --- splits and metrics -----------------------------------------------------------------------------
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    """Average ranks, written out plainly (1-based; ties share the mean of their positions)."""
+    order = sorted(xs)
+    return [statistics.fmean(i + 1 for i, v in enumerate(order) if v == x) for x in xs]
+
+
+def test_metrics_agree_with_a_plain_computation() -> None:
+    pred = [100.0, 400.0, 400.0, 2000.0, 50.0, 3000.0]
+    true = [120.0, 300.0, 900.0, 1500.0, 80.0, 900.0]
+    m = regression_metrics(pred, true, baseline=500.0)
+    lp, lt = [math.log(v) for v in pred], [math.log(v) for v in true]
+    assert m["n"] == 6
+    assert m["spearman"] == pytest.approx(statistics.correlation(_ranks(pred), _ranks(true)))
+    assert m["pearson_log"] == pytest.approx(statistics.correlation(lp, lt))
+    assert m["mae_log"] == pytest.approx(statistics.fmean(abs(a - b) for a, b in zip(lp, lt, strict=True)))
+    assert m["mae_log_baseline"] == pytest.approx(statistics.fmean(abs(math.log(500) - b) for b in lt))
+    assert math.isnan(regression_metrics([7.0] * 4, [1.0, 2.0, 3.0, 4.0])["spearman"])
+
+
+def test_splits_are_by_problem_disjoint_and_seeded() -> None:
+    ids = [f"q{i}" for i in range(10)] * 3  # repeated ids: one problem, many samples
+    train, held = split_by_problem(ids, 0.2, seed=1)
+    assert len(held) == 2 and len(train) == 8 and not set(train) & set(held)
+    assert split_by_problem(ids, 0.2, seed=1) == (train, held) != split_by_problem(ids, 0.2, seed=2)
+    everything, none = split_by_problem(ids, 0.0)
+    assert none == [] and sorted(everything) == sorted(set(ids))
+    folds = kfold(ids, 3)
+    assert sorted(i for f in folds for i in f) == sorted(set(ids)) and [len(f) for f in folds] == [4, 3, 3]
+    with pytest.raises(ValueError, match="folds"):
+        kfold(ids, 11)
+
+
+# --- the tiny encoder -------------------------------------------------------------------------------
+
+
+def test_tiny_encoder_is_cached_and_uses_the_tiny_tokenizer(tmp_path: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from kit.tiny_model import build_tiny_model
+
+    path = build_tiny_encoder(tmp_path / "enc")
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    assert build_tiny_encoder(tmp_path / "enc") == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    cfg = AutoConfig.from_pretrained(path)
+    assert cfg.model_type == "modernbert" and cfg.classifier_pooling == "mean"
+    assert AutoTokenizer.from_pretrained(path).get_vocab() == AutoTokenizer.from_pretrained(build_tiny_model()).get_vocab()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "weights.bin").write_text("x")
+    with pytest.raises(ConfigError, match="refusing to overwrite"):
+        build_tiny_encoder(foreign)
+
+
+# --- hooks in the time bank -------------------------------------------------------------------------
+
+
+def _deadline(hook, problem) -> float:
+    bank = TimeBank(Ours(difficulty=hook), "aimo2", start=0.0, n_problems=50, max_samples=16)
+    return bank.next_budget(100.0, problem).deadline
+
+
+def test_a_table_hook_moves_real_time_bank_deadlines() -> None:
+    factors = {"easy": 0.5, "hard": 2.0}
+    hook = table_hook(factors)
+    plain = _deadline(None, "easy")
+    hard, easy = _deadline(hook, "hard"), _deadline(hook, "easy")
+    assert easy - 100 == pytest.approx(0.5 * (plain - 100)) and hard - 100 == pytest.approx(2.0 * (plain - 100))
+    sim = SimProblem("x", 1, ((1, 10),), text="hard")
+    assert hook(sim) == hook("hard") == 2.0 and problem_text(sim) == "hard"
+    with pytest.raises(ValueError, match="no problem text"):
+        problem_text(SimProblem("y", 1, ((1, 10),)))
+    assert factors_from_tokens({"a": 100.0, "b": 400.0, "c": 1000.0, "d": 5.0}) == {
+        "a": 100 / 250, "b": 400 / 250, "c": 4.0, "d": 0.25}  # median 250, clipped to CLIP
+    assert CLIP == (0.25, 4.0)
+
+
+def test_trace_pools_give_the_simulator_problem_texts() -> None:
+    raw = {s.problem_id: s.problem for s in load_pool("skythought_aime24")}
+    pool = pool_from_traces("skythought_aime24")
+    assert [p.text for p in pool] == [raw[p.pid] for p in pool] and all(p.text for p in pool)
+
+
+# --- training, reload, simulation (slow) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("difficulty")
+    cfg = load_config(DifficultyConfig, TINY_CONFIG, ["max_steps=6", f"out={out}"])
+    return out, run(cfg)
+
+
+@pytest.mark.slow
+def test_trains_saves_reloads_and_predicts(trained: tuple[Path, object]) -> None:
+    out, report = trained
+    meta = json.loads((out / "difficulty.json").read_text())
+    assert meta["train_problems"] == 24 and meta["eval_problems"] == 6 and meta["base_model"] == "tiny-encoder"
+    assert meta["target"] == dataclasses.asdict(TargetRule())
+    assert all(math.isfinite(meta["metrics"][k]) for k in ("mae_log", "mae_log_baseline"))
+    assert len((out / "heldout.jsonl").read_text().splitlines()) == 6
+    assert "held-out (6 problems)" in str(report)
+    predictor = DifficultyPredictor.load(out)
+    texts = targets_frame(problems_from_traces("skythought_aime24"))["text"].to_list()
+    pred = predictor.predict(texts)
+    assert len(pred) == 30 and all(math.isfinite(p) and p > 0 for p in pred)
+    assert len({round(p, 6) for p in pred}) > 1  # the text matters
+    assert predictor.predict(texts[:3]) == pytest.approx(pred[:3], rel=1e-5)  # batching does not
+    # factor 1 is the median prediction over the training problems
+    train_ids = set(split_by_problem([str(i) for i in range(30)], 0.2, 0)[0])
+    frame = targets_frame(problems_from_traces("skythought_aime24"))
+    train_pred = [p for p, pid in zip(pred, frame["pid"], strict=True) if pid in train_ids]
+    assert predictor.meta.reference_tokens == pytest.approx(statistics.median(train_pred), rel=1e-4)
+
+
+@pytest.mark.slow
+def test_predictor_hook_orders_real_deadlines(trained: tuple[Path, object]) -> None:
+    out, _ = trained
+    predictor = DifficultyPredictor.load(out)
+    pool = pool_from_traces("skythought_aime24")
+    hook = predictor.hook()
+    factors = {p.pid: hook(p) for p in pool}
+    assert all(CLIP[0] <= f <= CLIP[1] for f in factors.values())
+    easiest = min(pool, key=lambda p: factors[p.pid])
+    hardest = max(pool, key=lambda p: factors[p.pid])
+    assert factors[hardest.pid] > factors[easiest.pid]
+    assert hook(hardest.text) == factors[hardest.pid]  # a string (dry-run / Kaggle) works the same
+    assert _deadline(hook, hardest) > _deadline(hook, easiest)
+    plain = _deadline(None, hardest)
+    assert (_deadline(hook, hardest) > plain) == (factors[hardest.pid] > 1)
+    assert predictor.hook()(object()) == 1.0  # a problem it cannot read never fails the run
+
+
+@pytest.mark.slow
+def test_crossfit_feeds_a_simulation_that_reports_score_deltas() -> None:
+    cfg = load_config(DifficultyConfig, TINY_CONFIG, ["max_steps=2"])
+    frame = load_targets(cfg)
+    fitted = crossfit(cfg, frame, folds=2)
+    assert sorted(fitted["pid"]) == sorted(frame["pid"]) and set(fitted["fold"]) == {0, 1}
+    assert all(CLIP[0] <= f <= CLIP[1] for f in fitted["factor"])
+    pool = pool_from_traces("skythought_aime24")
+    hooks = {"none": None,
+             "predicted": table_hook(dict(zip(fitted["text"], fitted["factor"], strict=True))),
+             "oracle": table_hook(factors_from_tokens(dict(zip(frame["text"], frame["tokens"], strict=True))))}
+    res = {r.name: r for r in simulate_hooks(pool, hooks, runs=12, speed=TIME_BOUND)}
+    assert res["none"].delta == 0.0 and res["none"].delta_low == res["none"].delta_high == 0.0
+    for r in res.values():
+        assert r.ci_low <= r.expected_score <= r.ci_high and r.delta_low <= r.delta <= r.delta_high
+        assert r.delta == pytest.approx(r.expected_score - res["none"].expected_score)
+        assert r.overruns == 0
+    # knowing which problems no sample wins (and how long the winners take) pays when time binds
+    assert res["oracle"].delta_low > 0
+    # the baseline is exactly the simulator's own Monte Carlo of Ours (same seeds)
+    mc = monte_carlo(pool, Ours, runs=12, speed=TIME_BOUND)
+    assert res["none"].expected_score == pytest.approx(mc.expected_score)
