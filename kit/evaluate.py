@@ -634,8 +634,9 @@ def problem_table(run: Run, ks: Sequence[int]) -> pl.DataFrame:
 
 
 def run_summary(run: Run, problems: pl.DataFrame, samples: pl.DataFrame, ks: Sequence[int]) -> dict[str, Any]:
-    """Overall metrics of one run (one row of the side-by-side table). Accuracy metrics average the scored
-    problems; pass@k / maj@k those with at least k finished samples."""
+    """Overall metrics of one run (one row of the side-by-side table). Accuracy metrics (pass@k, maj@k,
+    selected, no-answer share) use the scored problems, pass@k / maj@k those with at least k finished
+    samples; cost metrics (tokens, seconds, code calls) every problem."""
     scored = problems.filter(pl.col("gold").is_not_null())
     smp = samples.filter(pl.col("run") == run.name)
     acc = scored.select(
@@ -647,7 +648,7 @@ def run_summary(run: Run, problems: pl.DataFrame, samples: pl.DataFrame, ks: Seq
         pl.len().alias("samples"),
         pl.col("tokens").mean().alias("tokens/sample"),
         pl.col("seconds").mean().alias("seconds/sample"),
-        pl.col("answer").is_null().mean().alias("no_answer"),
+        pl.col("answer").filter(pl.col("scored")).is_null().mean().alias("no_answer"),
         pl.col("code_calls").mean().alias("code_calls/sample"),
         (pl.col("code_calls") > 0).mean().alias("code_share"),
         (pl.col("code_errors").sum() / pl.col("code_calls").sum()).alias("code_error_rate"),

