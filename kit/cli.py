@@ -162,7 +162,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="trace pool: skythought_aime24, nemoskills, tora_gsm8k, or a trace folder/file (repeatable)")
     p.add_argument("--run", nargs="?", const="", default=None, metavar="DRYRUN_ARGS",
                    help="first run the solver with `python -m kit dryrun` and these arguments (quoted, e.g. "
-                        "--run \"--engine replay --limit 5\"; alone: the default dry-run), then evaluate its records")
+                        "--run \"--engine replay --limit 5\", or --run=--verbose for a single option; alone: "
+                        "the default dry-run), then evaluate its records")
     p.add_argument("--tokenizer", default=None, metavar="approx|tiny|PATH",
                    help="tokenizer for the budget curve (default: the run's own model for records, approx for pools)")
     p.add_argument("--profile", default=None, choices=sorted(PROFILES),

@@ -395,12 +395,15 @@ def load_records_run(path: str | Path, *, tokenizer: TokenSplitter | None = None
                     "for lengths and budgets; pass --tokenizer to recount them from the text")
             tokens = len(tokenizer.ends([text])[0])
             recounted += 1
+        index = _check(e, "index", (int,), where)
+        if any(s.index == index for s in samples.get(pid, ())):
+            raise RecordFormatError(f"{where()}: sample {index} of problem {pid} is recorded twice")
         started = _check(e, "started", (int, float), where, optional=True)
         finished = _check(e, "finished", (int, float), where, optional=True)
         code = _check(e, "code", (list,), where, optional=True) or []
         statuses = [c.get("status") if isinstance(c, dict) else None for c in code]
         samples.setdefault(pid, []).append(EvalSample(
-            index=_check(e, "index", (int,), where),
+            index=index,
             text=text,
             tokens=tokens,
             answer=_check(e, "answer", (int,), where, optional=True),
@@ -520,7 +523,9 @@ def tokenizer_for_records(run: Run, chosen: TokenSplitter | None) -> TokenSplitt
 def _token_ends(run: Run, samples: Sequence[tuple[EvalProblem, EvalSample]],
                 console: Console | None) -> list[np.ndarray]:
     """Token end offsets of the samples, computed once per run (one tokenisation, every budget)."""
-    assert run.tokenizer is not None
+    if run.tokenizer is None:
+        raise ValueError(f"{run.source}: no tokenizer to count and cut tokens (load runs with load_runs, or set "
+                         "run.tokenizer = tokenizer_for_records(run, ...))")
     todo = [(p.problem_id, s) for p, s in samples if (p.problem_id, s.index) not in run.ends]
     step = 16
     for k in _track(range(0, len(todo), step), f"tokenising {run.name} ({run.tokenizer.name})", console):

@@ -415,7 +415,7 @@ def test_missing_token_counts_name_file_line_field_or_are_recounted(tmp_path: Pa
     assert data["metrics"][0]["tokens/sample"] == pytest.approx(overall["tokens/sample"])
 
 
-def test_mistyped_fields_and_two_runs_in_one_file(tmp_path: Path, capsys) -> None:
+def test_mistyped_fields_duplicates_and_two_runs_in_one_file(tmp_path: Path, capsys) -> None:
     path = write_records(tmp_path / "records.jsonl")
     lines = path.read_text().splitlines()
     bad = json.loads(lines[1])
@@ -426,6 +426,9 @@ def test_mistyped_fields_and_two_runs_in_one_file(tmp_path: Path, capsys) -> Non
     twice = tmp_path / "twice.jsonl"
     twice.write_text("\n".join(lines + lines) + "\n")
     assert "holds 2 runs" in _fail(["--records", str(twice)], capsys)
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("\n".join([*lines[:2], lines[1], *lines[2:]]) + "\n")
+    assert f"{dup}:3: sample 0 of problem p1 is recorded twice" in _fail(["--records", str(dup)], capsys)
 
 
 def test_tokenizer_mismatch_with_the_runs_own_tokenizer(tmp_path: Path, capsys) -> None:
