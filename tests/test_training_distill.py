@@ -131,6 +131,19 @@ def test_teacher_gets_no_gradient_and_empty_mask_is_zero(batch) -> None:
         distill_loss(s, t[..., :5], batch["labels"], batch["weights"], 0.5, 2.0)
 
 
+@pytest.mark.parametrize("chunk_size", [2, 3, 100])
+def test_chunked_loss_has_the_same_value_and_gradient(batch, chunk_size: int) -> None:
+    grads, values = [], []
+    for chunk in (None, chunk_size):
+        s = batch["s"].clone().requires_grad_(True)
+        res = distill_loss(s, batch["t"], batch["labels"], batch["weights"], 0.4, 1.7, chunk_size=chunk)
+        res.loss.backward()
+        values.append([res.loss.item(), res.kl.item(), res.ce.item()])
+        grads.append(s.grad)
+    assert values[1] == pytest.approx(values[0], rel=1e-6)
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_bf16_logits_are_computed_in_float32(batch) -> None:
     args = (batch["labels"], batch["weights"], 0.5, 2.0)
     low = distill_loss(batch["s"].bfloat16(), batch["t"].bfloat16(), *args)
@@ -247,7 +260,8 @@ def test_template_problems_are_config_errors_naming_the_model(tmp_path: Path, to
 
 def test_config_values_are_checked(tmp_path: Path) -> None:
     for key, bad in (("alpha", "1.5"), ("temperature_end", "0"), ("reasoning_weight", "-1"),
-                     ("temperature_schedule", "step"), ("dtype", "fp8")):
+                     ("temperature_schedule", "step"), ("dtype", "fp8"),
+                     ("loss_chunk_size", "-1")):
         with pytest.raises(ConfigError, match=key if key != "temperature_schedule" else "not one of"):
             load_config(DistillConfig, CONFIGS / "distill_tiny.yaml", [f"{key}={bad}"])
     for name in ("distill.yaml", "distill_tiny.yaml"):
@@ -332,3 +346,29 @@ def test_two_real_steps_with_a_different_teacher(tmp_path: Path, teacher_path: P
     assert AutoTokenizer.from_pretrained(out).get_vocab() == AutoTokenizer.from_pretrained(student_path).get_vocab()
     ids = torch.tensor([[1, 2, 3]])
     assert torch.isfinite(reloaded(input_ids=ids).logits).all()
+
+
+@pytest.mark.slow
+def test_chat_template_choice(tmp_path: Path, teacher_path: Path, sft_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A student whose own template has no generation markers (like DeepSeek-R1-Distill's) is refused with
+    ``chat_template: model`` and trains with ``kit``, the template then saved with the model."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from kit.tiny_model import CHAT_TEMPLATE, build_tiny_model
+
+    student = tmp_path / "student"
+    shutil.copytree(build_tiny_model(), student)
+    tc = json.loads((student / "tokenizer_config.json").read_text())
+    tc["chat_template"] = CHAT_TEMPLATE.replace("{%- generation %}", "").replace("{%- endgeneration %}", "")
+    (student / "tokenizer_config.json").write_text(json.dumps(tc))
+    args = ["--config", str(CONFIGS / "distill_tiny.yaml"), "--set", f"model={student}",
+            "--set", f"teacher={teacher_path}", "--set", f"data={sft_path}", "--set", f"out={tmp_path / 'out'}",
+            "--set", "max_steps=1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no {% generation %} markers" in err
+    assert main([*args, "--set", "chat_template=kit"]) == 0
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template == CHAT_TEMPLATE
