@@ -324,3 +324,20 @@ def test_sharded_merge_loads_in_vllm(tmp_path: Path, models: dict[str, Path]) ->
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.split("GENERATED")[-1]) > 0
+
+
+def test_tokenizer_vocabulary_difference_is_a_warning(tmp_path: Path, models: dict[str, Path],
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # the cached tiny model's tokenizer.json and the fixture's re-saved one differ in format, not in ids
+    run(_cfg(tmp_path, Path("tiny"), models["b"]))
+    assert "warning" not in capsys.readouterr().err
+    other = tmp_path / "other-vocab"
+    shutil.copytree(models["b"], other)
+    tj = json.loads((other / "tokenizer.json").read_text())
+    vocab = tj["model"]["vocab"]
+    x, y = sorted(vocab)[100:102]
+    vocab[x], vocab[y] = vocab[y], vocab[x]
+    (other / "tokenizer.json").write_text(json.dumps(tj))
+    run(_cfg(tmp_path, models["a"], other, overwrite=True))
+    err = capsys.readouterr().err
+    assert "map tokens to different ids" in err and str(other) in err

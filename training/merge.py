@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from safetensors import safe_open
 
@@ -222,13 +222,25 @@ def _copy_side_files(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
+def _vocabulary(folder: Path) -> tuple[Any, ...] | None:
+    """What decides token ids in a ``tokenizer.json``: the model's vocab and merges and the added tokens
+    (the file's other fields change when transformers re-saves an unchanged tokenizer)."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    model = data.get("model") or {}
+    return (model.get("vocab"), model.get("merges"),
+            sorted((t.get("id"), t.get("content")) for t in data.get("added_tokens") or []))
+
+
 def _warn_tokenizer_differences(ckpts: Sequence[Checkpoint]) -> None:
-    ref = ckpts[0].folder / "tokenizer.json"
+    ref = _vocabulary(ckpts[0].folder)
     for c in ckpts[1:]:
-        other = c.folder / "tokenizer.json"
-        if ref.is_file() and other.is_file() and ref.read_bytes() != other.read_bytes():
-            print(f"merge: warning: tokenizer.json differs between {ckpts[0].name!r} and {c.name!r}; the output "
-                  f"uses the first one's", file=sys.stderr)
+        other = _vocabulary(c.folder)
+        if ref is not None and other is not None and ref != other:
+            print(f"merge: warning: the tokenizers of {ckpts[0].name!r} and {c.name!r} map tokens to different "
+                  f"ids; the output uses the first one's", file=sys.stderr)
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
