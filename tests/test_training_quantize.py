@@ -228,6 +228,16 @@ def _model_copy(tiny: Path, dest: Path, **overrides: object) -> Path:
 
 def test_group_size_must_divide_every_layer_input(tmp_path: Path, tiny: Path) -> None:
     assert check_model(tiny, 128)["hidden_size"] == 128  # the tiny model needs no group_size override
+    with pytest.raises(ConfigError, match=r"num_attention_heads\*head_dim = 128 split over tensor_parallel_size 4 "
+                                          r"is 32 per GPU, not a multiple of group_size 128"):
+        check_model(tiny, 128, tensor_parallel_sizes=(1, 4))
+    check_model(tiny, 32, tensor_parallel_sizes=(1, 4))
+    # R1-Distill-Qwen-1.5B's shape: whole groups at TP 1, not at TP 4 (down_proj's 8960 / 4 = 2240 inputs)
+    small = _model_copy(tiny, tmp_path / "r1_1p5b", hidden_size=1536, num_attention_heads=12, head_dim=128,
+                        intermediate_size=8960)
+    check_model(small, 128, tensor_parallel_sizes=(1, 2))
+    with pytest.raises(ConfigError, match=r"intermediate_size = 8960 split over tensor_parallel_size 4 is 2240"):
+        check_model(small, 128, tensor_parallel_sizes=(4,))
     odd = _model_copy(tiny, tmp_path / "odd", intermediate_size=320)
     with pytest.raises(ConfigError, match=r"odd/config\.json: intermediate_size = 320 not a multiple of group_size "
                                           r"128 .*group_size 64 divides them all"):
@@ -261,6 +271,8 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path: Path, tiny: Path,
     code, err = _run_cli(capsys, f"out={out}", "overwrite=false")
     assert code == 2 and "exists and is not empty; set overwrite: true" in err
     assert (out / "model.safetensors").read_text() == "precious"
+    code, err = _run_cli(capsys, "tensor_parallel_sizes=[1, 4]", f"out={out}")
+    assert code == 2 and "could not load the checkpoint at TP 4" in err
     code, err = _run_cli(capsys, "group=128")
     assert code == 2 and "unknown key 'group'" in err
 
@@ -269,6 +281,7 @@ def test_bundled_configs_load_and_fit_the_tiny_model(tiny: Path) -> None:
     prod = load_config(QuantizeConfig, "training/configs/quantize.yaml")
     assert (prod.bits, prod.group_size, prod.zero_point, prod.tool) == (4, 128, True, "autoawq")
     assert prod.verify and prod.num_samples >= 128 and prod.max_seq_len >= 2048
+    assert 4 in prod.tensor_parallel_sizes  # Kaggle's 4xL4
     small = load_config(QuantizeConfig, TINY_CONFIG)
     assert small.model == "tiny" and small.group_size == prod.group_size
     check_model(tiny, small.group_size)

@@ -81,6 +81,9 @@ class QuantizeConfig:
     """Asymmetric (uint4 + zero point per group), as AWQ and vLLM's AWQ kernels expect."""
     dtype: Literal["float16", "bfloat16"] = "float16"
     """Dtype the model is loaded and calibrated in; also the scales' dtype and vLLM's default dtype."""
+    tensor_parallel_sizes: list[int] = field(default_factory=lambda: [1, 4])
+    """Tensor-parallel sizes vLLM must be able to load the checkpoint with (4 = Kaggle's 4×L4): each GPU's
+    slice of a row-parallel layer's input must still be whole groups (checked before quantising)."""
     calibration: list[str] = field(default_factory=lambda: ["skythought_aime24", "nemoskills"])
     """Bundled trace pools (kit.traces.BUNDLED_POOLS), trace files/folders (.jsonl/.jsonl.gz, Qwen-harness
     or NeMo-Skills layout), or jsonl files with ``messages`` (SFT rows: user, assistant) or ``text``."""
@@ -110,6 +113,8 @@ class QuantizeConfig:
                 raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
         if self.n_parallel_calib_samples is not None and self.n_parallel_calib_samples <= 0:
             raise ValueError(f"n_parallel_calib_samples: must be positive or null, got {self.n_parallel_calib_samples}")
+        if not self.tensor_parallel_sizes or any(tp <= 0 for tp in self.tensor_parallel_sizes):
+            raise ValueError(f"tensor_parallel_sizes: positive integers, got {self.tensor_parallel_sizes}")
         if not self.calibration:
             raise ValueError("calibration: give at least one trace pool or file")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -139,11 +144,19 @@ def linear_input_sizes(config: dict[str, Any]) -> dict[str, int]:
     return sizes
 
 
-def check_model(model_dir: str | Path, group_size: int) -> dict[str, Any]:
-    """The model's parsed config.json, after checking it can be quantised with ``group_size``.
+ROW_PARALLEL = ("num_attention_heads*head_dim", "intermediate_size", "moe_intermediate_size",
+                "shared_expert_intermediate_size")
+"""Inputs of the layers vLLM splits along their input under tensor parallelism (o_proj, down_proj)."""
+
+
+def check_model(model_dir: str | Path, group_size: int, tensor_parallel_sizes: Sequence[int] = (1,)) -> dict[str, Any]:
+    """The model's parsed config.json, after checking it can be quantised with ``group_size`` and served
+    by vLLM at each of ``tensor_parallel_sizes``.
 
     Raises :class:`ConfigError` naming the config file and field when a layer's input size is not a
-    multiple of the group size, and when the model is already quantised.
+    multiple of the group size, when a tensor-parallel slice of a row-parallel layer's input is not (vLLM
+    then finds no kernel for the layer at load time, e.g. R1-Distill-Qwen-1.5B's ``intermediate_size`` 8960
+    at TP 4 with group 128), and when the model is already quantised.
     """
     path = Path(model_dir) / "config.json"
     try:
@@ -162,6 +175,13 @@ def check_model(model_dir: str | Path, group_size: int) -> dict[str, Any]:
         hint = f"; group_size {divisors[0]} divides them all" if divisors else ""
         raise ConfigError(f"{path}: {fields} not a multiple of group_size {group_size} (AWQ groups run along "
                           f"each linear layer's input){hint}")
+    for tp in tensor_parallel_sizes:
+        split = {k: v for k, v in sizes.items() if k in ROW_PARALLEL and (v % tp or (v // tp) % group_size)}
+        if split:
+            k, v = next(iter(split.items()))
+            raise ConfigError(f"{path}: {k} = {v} split over tensor_parallel_size {tp} is {v / tp:g} per GPU, not a "
+                              f"multiple of group_size {group_size}: vLLM could not load the checkpoint at TP {tp}; "
+                              f"use a smaller group_size or drop {tp} from tensor_parallel_sizes")
     return config
 
 
@@ -335,6 +355,7 @@ class QuantizeReport:
     group_size: int
     zero_point: bool
     checkpoint_format: str
+    tensor_parallel_sizes: list[int]
     model: str
     out: str
     dtype: str
@@ -447,7 +468,7 @@ def run(cfg: QuantizeConfig) -> QuantizeReport:
 
     t_start = time.monotonic()
     model_dir = str(validate_model_dir(resolve_model(cfg.model)))
-    check_model(model_dir, cfg.group_size)
+    check_model(model_dir, cfg.group_size, cfg.tensor_parallel_sizes)
     out = Path(cfg.out)
     _prepare_out(out, cfg.overwrite)
     samples = load_calibration(cfg.calibration, num_samples=cfg.num_samples, seed=cfg.seed,
@@ -472,7 +493,8 @@ def run(cfg: QuantizeConfig) -> QuantizeReport:
             shutil.rmtree(tmp, ignore_errors=True)
     report = QuantizeReport(
         tool=cfg.tool, tool_version=_version("autoawq"), scheme=f"W{cfg.bits}A16", bits=cfg.bits,
-        group_size=cfg.group_size, zero_point=cfg.zero_point, checkpoint_format="awq-gemm", model=cfg.model,
+        group_size=cfg.group_size, zero_point=cfg.zero_point, checkpoint_format="awq-gemm",
+        tensor_parallel_sizes=list(cfg.tensor_parallel_sizes), model=cfg.model,
         out=str(out), dtype=cfg.dtype, device="cuda" if on_gpu() else "cpu", calibration=list(cfg.calibration),
         calibration_samples=len(token_ids), calibration_requested=cfg.num_samples, calibration_tokens=n_tokens,
         max_seq_len=cfg.max_seq_len, load_seconds=round(load_s, 2), quantize_seconds=round(quant_s, 2),
