@@ -46,7 +46,7 @@ import tempfile
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +54,7 @@ from typing import Any, Literal
 from kit.config import ConfigError
 from kit.data import DataError
 from kit.engines.memory import ModelShape, read_model_config
-from kit.engines.vllm_engine import validate_model_dir
+from kit.engines.vllm_engine import ModelNotFound, validate_model_dir
 from training.common import cli, on_gpu, read_jsonl, resolve_model
 
 DEFAULT_CONFIG = "training/configs/quantize.yaml"
@@ -467,7 +467,11 @@ def run(cfg: QuantizeConfig) -> QuantizeReport:
     from transformers import AutoTokenizer
 
     t_start = time.monotonic()
-    model_dir = str(validate_model_dir(resolve_model(cfg.model)))
+    try:
+        model_dir = str(validate_model_dir(resolve_model(cfg.model)))
+    except ModelNotFound as exc:
+        raise ConfigError(f"model: {exc}; a hub model must be downloaded first "
+                          "(hf download ORG/NAME --local-dir DIR) and given as that folder") from None
     check_model(model_dir, cfg.group_size, cfg.tensor_parallel_sizes)
     out = Path(cfg.out)
     _prepare_out(out, cfg.overwrite)
@@ -535,7 +539,7 @@ def _linear_info(model: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _env_defaults(values: dict[str, str]) -> Iterable[None]:
+def _env_defaults(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables that are not already set; restore afterwards."""
     added = [k for k in values if k not in os.environ]
     for k in added:
