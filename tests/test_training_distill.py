@@ -372,3 +372,13 @@ def test_chat_template_choice(tmp_path: Path, teacher_path: Path, sft_path: Path
     assert err.count("\n") == 1 and "no {% generation %} markers" in err
     assert main([*args, "--set", "chat_template=kit"]) == 0
     assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template == CHAT_TEMPLATE
+
+
+def test_missing_models_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["--config", str(CONFIGS / "distill_tiny.yaml"), "--set", f"out={tmp_path / 'out'}"]
+    assert main([*base, "--set", f"teacher={tmp_path / 'no-teacher'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-teacher': model folder not found (the teacher must be local)" in err
+    assert main([*base, "--set", f"model={tmp_path / 'no-student'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no-student': no local folder and not loadable" in err

@@ -431,15 +431,18 @@ def run(cfg: DistillConfig) -> DistillResult:
     from transformers import AutoTokenizer, TrainingArguments
 
     student_name, teacher_name = resolve_model(cfg.model), resolve_model(cfg.teacher)
-    for role, name in (("student", student_name), ("teacher", teacher_name)):
-        if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
-            raise ConfigError(f"{role} model folder not found: {name!r}")
-    tok = AutoTokenizer.from_pretrained(student_name)
+    if not Path(teacher_name).expanduser().is_dir():
+        raise ConfigError(f"teacher {cfg.teacher!r}: model folder not found (the teacher must be local)")
+    try:
+        tok = AutoTokenizer.from_pretrained(student_name)
+    except OSError as exc:  # transformers' "not a local folder nor a reachable hub repo"
+        raise ConfigError(f"student {cfg.model!r}: no local folder and not loadable from the hub "
+                          f"({str(exc).splitlines()[0]})") from None
     check_same_vocabulary(tok, AutoTokenizer.from_pretrained(teacher_name), cfg.model, cfg.teacher)
-    tok.chat_template = resolve_chat_template(tok, cfg.chat_template)
-    data = load_examples(cfg.data, tok, cfg, cfg.model)
     if tok.pad_token_id is None:
         raise ConfigError(f"{cfg.model}: the tokenizer has no pad token")
+    tok.chat_template = resolve_chat_template(tok, cfg.chat_template)
+    data = load_examples(cfg.data, tok, cfg, cfg.model)
 
     student = _load_model(student_name, cfg.dtype)
     teacher = _load_model(teacher_name, cfg.teacher_dtype)
