@@ -135,7 +135,12 @@ def test_weights_are_4bit_and_the_model_stays_close(quantized: Path, tiny: Path)
 
 @pytest.mark.slow
 def test_vllm_loads_it_as_awq_w4a16_g128(quantized: Path) -> None:
+    import os
+
+    ours = ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE")
+    before = {k: os.environ.get(k) for k in ours}
     check = check_in_vllm(quantized, max_tokens=8)
+    assert {k: os.environ.get(k) for k in ours} == before  # the check's own settings are undone
     assert check.quantization == "awq"
     assert check.linear_methods == ["AutoAWQMarlinLinearMethod"]
     assert check.kernels == ["CPUWNA16LinearKernel"]

@@ -588,10 +588,16 @@ def check_in_vllm(model_dir: str | Path, *, max_tokens: int = 16, gpu_memory_uti
             except (AttributeError, RuntimeError, NotImplementedError) as exc:
                 check.generation_error = f"{type(exc).__name__}: {exc}"
         finally:
+            # vLLM's own teardown for an in-process engine: shut the engine core down, destroy the torch
+            # distributed groups it created in this process and drop vLLM's environment-variable cache (an
+            # in-process engine freezes os.environ for every later vLLM use in the process otherwise).
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
             with contextlib.suppress(Exception):
                 llm.llm_engine.engine_core.shutdown()
             del llm
             gc.collect()
+            cleanup_dist_env_and_memory()
     check.seconds = round(time.monotonic() - t0, 2)
     return check
 
