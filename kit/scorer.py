@@ -215,8 +215,7 @@ def train_scorer(model: str, train: Sequence[ProblemCandidates], out: str | Path
         gradient_checkpointing=settings.gradient_checkpointing,
         center_rewards_coefficient=settings.center_rewards_coefficient, warmup_steps=settings.warmup_steps,
         logging_steps=settings.logging_steps, seed=settings.seed, report_to="none", save_strategy="no",
-        model_init_kwargs={"dtype": "bfloat16" if gpu else "float32"},
-    )
+    )  # weights load in float32 (trl's default); on a GPU bf16 is autocast (pure-bf16 AdamW loses small updates)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                             processing_class=tokenizer)
     trainer.train()
@@ -344,7 +343,8 @@ def scorer_strategy(scorer: Scorer, mode: str = "vote") -> Strategy:
 
 
 def cross_fit(model: str, problems: Sequence[ProblemCandidates], out: str | Path, *, folds: int = 2,
-              seed: int = 0, **train_kwargs: Any) -> tuple[list[ProblemCandidates], list[TrainResult]]:
+              seed: int = 0, source: str = "problems", **train_kwargs: Any,
+              ) -> tuple[list[ProblemCandidates], list[TrainResult]]:
     """Out-of-fold scores: problems split into ``folds`` groups; for each, a scorer trained on the other
     groups scores it. Every problem then has scores from a scorer that never saw it, so the whole pool can
     go into the strategy table (the hold-out rule, without giving up most of a 30-problem pool)."""
@@ -358,7 +358,8 @@ def cross_fit(model: str, problems: Sequence[ProblemCandidates], out: str | Path
     for k in range(folds):
         test = [p for p in problems if fold_of[p[0]] == k]
         train = [p for p in problems if fold_of[p[0]] != k]
-        result = train_scorer(model, train, Path(out) / f"fold{k}", holdout=test, **train_kwargs)
+        result = train_scorer(model, train, Path(out) / f"fold{k}", holdout=test,
+                              source=f"{source} (cross-fit fold {k} of {folds})", **train_kwargs)
         results.append(result)
         scorer = Scorer.load(result.path)
         for p in scorer.fill(test):
