@@ -73,6 +73,8 @@ class DifficultyConfig:
     warmup: float = 0.1
     """Warm-up: a fraction of the steps if < 1, else a step count (transformers' ``warmup_steps``)."""
     weight_decay: float = 0.01
+    log_every: int = 10
+    """Trainer log (loss, grad norm) every N steps; 0 = none (benchmarks training many fold models)."""
     out: str = "runs/difficulty"
 
     def __post_init__(self) -> None:
@@ -140,7 +142,8 @@ def train_predictor(train, cfg: DifficultyConfig, out: str | Path) -> Difficulty
         args = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup,
-            weight_decay=cfg.weight_decay, lr_scheduler_type="cosine", logging_steps=10, save_strategy="no",
+            weight_decay=cfg.weight_decay, lr_scheduler_type="cosine", save_strategy="no",
+            logging_strategy="steps" if cfg.log_every > 0 else "no", logging_steps=max(cfg.log_every, 1),
             report_to="none", use_cpu=not gpu, bf16=gpu, seed=cfg.seed, disable_tqdm=True)
         trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tok),
                           processing_class=tok)
