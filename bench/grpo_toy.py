@@ -113,14 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     histories: dict[str, list[dict[str, float]]] = {}
     seconds: dict[str, float] = {}
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="grpo-toy-") as tmp:
         data = Path(tmp) / "rl.jsonl"
         write_toy_data(data, 64, args.seed)
         for arm in ("penalised", "baseline"):
-            start = time.perf_counter()
             result = run(arm_config(arm, data, Path(tmp), args))
-            seconds[arm] = time.perf_counter() - start
+            seconds[arm] = result.seconds  # trainer.train() alone
             histories[arm] = result.history
+    total = time.perf_counter() - start
 
     print(f"\n{'step':>4} | {'penalised: len':>14} {'acc':>5} {'eff':>5} | {'baseline: len':>13} {'acc':>5} {'eff':>5}")
     for p, b in zip(histories["penalised"], histories["baseline"], strict=True):
@@ -133,8 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rew0, rew1 = window_mean(pen, EFFICIENCY, 0, w), window_mean(pen, EFFICIENCY, -w, None)
     acc_pen, acc_base = window_mean(pen, ACCURACY, -w, None), window_mean(base, ACCURACY, -w, None)
     len_base = window_mean(base, LENGTH, -w, None)
-    print(f"\nwall time: penalised {seconds['penalised']:.0f} s, baseline {seconds['baseline']:.0f} s "
-          f"({args.steps} steps each)")
+    print(f"\nwall time: training {seconds['penalised']:.0f} s (penalised) + {seconds['baseline']:.0f} s (baseline), "
+          f"{args.steps} steps each; {total:.0f} s with imports, model and data set-up")
     print(f"penalised arm, first {w} vs last {w} steps: mean length {len0:.1f} -> {len1:.1f} "
           f"(ratio {len1 / len0:.2f}), efficiency reward {rew0:.2f} -> {rew1:.2f}, accuracy "
           f"{window_mean(pen, ACCURACY, 0, w):.2f} -> {acc_pen:.2f}")

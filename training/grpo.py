@@ -318,14 +318,18 @@ class RolloutGuard:
         message = self.check(logs or {})
         if message is None:
             return control
+        # trl gathers the metrics over all processes before logging, so every rank takes the same decision
+        # (a stop on one rank only would hang the others at the next collective); only rank 0 prints.
         self.alerts.append(message)
+        loud = getattr(state, "is_world_process_zero", True)
         banner = "!" * 100
         if self.cfg.action == "stop":
             self.stopped_by = message
             control.should_training_stop = True
-            print(f"\n{banner}\ngrpo guard STOPPED training at step {state.global_step}: {message}\n{banner}",
-                  file=sys.stderr, flush=True)
-        else:
+            if loud:
+                print(f"\n{banner}\ngrpo guard STOPPED training at step {state.global_step}: {message}\n{banner}",
+                      file=sys.stderr, flush=True)
+        elif loud:
             print(f"\n{banner}\ngrpo guard WARNING at step {state.global_step}: {message}\n{banner}",
                   file=sys.stderr, flush=True)
             warnings.warn(message, RolloutGuardWarning, stacklevel=2)
@@ -446,12 +450,12 @@ def run(cfg: GrpoConfig, callbacks: Sequence[Any] = ()) -> GrpoResult:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    trainer.save_model(cfg.out)
-    tokenizer.save_pretrained(cfg.out)
+    trainer.save_model(cfg.out)  # model + processing_class (tokenizer with its chat template), rank 0 writes
     history = [h for h in trainer.state.log_history if TRUNCATED_METRIC in h]
     result = GrpoResult(out=cfg.out, steps=trainer.state.global_step, seconds=seconds, stopped_by=guard.stopped_by,
                         alerts=list(guard.alerts), history=history)
-    result.write(Path(cfg.out) / RESULT_FILE)
+    if trainer.is_world_process_zero():
+        result.write(Path(cfg.out) / RESULT_FILE)
     return result
 
 
