@@ -19,6 +19,7 @@ budgets from a ModernBERT regressor on the problem text; this module is that hoo
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -330,8 +331,13 @@ def build_tiny_encoder(path: str | Path | None = None, *, spec: TinyEncoderSpec 
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / MARKER_FILE).write_text(json.dumps(marker))
-        if path.exists():
-            shutil.rmtree(path, ignore_errors=True)
+        if _read_json(path / MARKER_FILE) == marker:  # a parallel build finished first: keep it
+            return path
+        if path.exists():  # a stale build (other spec): move it aside with a rename, then delete it
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
         try:
             os.rename(tmp, path)
         except OSError:  # a parallel build won the race: use it if it is the same build

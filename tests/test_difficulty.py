@@ -21,6 +21,7 @@ from kit.difficulty import (
     DifficultyPredictor,
     ProblemSamples,
     TargetRule,
+    TinyEncoderSpec,
     build_tiny_encoder,
     factors_from_tokens,
     kfold,
@@ -224,11 +225,14 @@ def test_tiny_encoder_is_cached_and_uses_the_tiny_tokenizer(tmp_path: Path) -> N
 
     path = build_tiny_encoder(tmp_path / "enc")
     stamp = (path / "model.safetensors").stat().st_mtime_ns
+    first_bytes = (path / "model.safetensors").read_bytes()
     assert build_tiny_encoder(tmp_path / "enc") == path
     assert (path / "model.safetensors").stat().st_mtime_ns == stamp  # reused, not rebuilt
     cfg = AutoConfig.from_pretrained(path)
     assert cfg.model_type == "modernbert" and cfg.classifier_pooling == "mean"
     assert AutoTokenizer.from_pretrained(path).get_vocab() == AutoTokenizer.from_pretrained(build_tiny_model()).get_vocab()
+    other = build_tiny_encoder(tmp_path / "enc", spec=TinyEncoderSpec(seed=1))  # another spec: rebuilt in place
+    assert other == path and (path / "model.safetensors").read_bytes() != first_bytes
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "weights.bin").write_text("x")
