@@ -92,8 +92,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str | None = None) -> T
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Load ``cls`` from a YAML file (optionally from one top-level ``section`` of it)."""
+def read_yaml(path: str | Path, section: str | None = None) -> Any:
+    """The raw data of a YAML file (optionally one top-level ``section``), with one-line errors naming it."""
     import yaml
 
     path = Path(path)
@@ -107,7 +107,12 @@ def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
         if not isinstance(data, dict) or section not in data:
             raise ConfigError(f"{path}: missing section {section!r}")
         data = data[section]
-    return from_dict(cls, data, where=f"{path}" + (f" [{section}]" if section else ""))
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
+    """Load ``cls`` from a YAML file (optionally from one top-level ``section`` of it)."""
+    return from_dict(cls, read_yaml(path, section), where=f"{path}" + (f" [{section}]" if section else ""))
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -151,8 +151,8 @@ def test_curate_end_to_end(tmp_path: Path) -> None:
 
     cfg = CurateConfig(inputs=[InputConfig(path="aime25", kind="problems"),
                                InputConfig(path="skythought_aime24", kind="traces"),
-                               InputConfig(path="nemoskills", kind="traces")])
-    report = run(cfg, tmp_path)
+                               InputConfig(path="nemoskills", kind="traces")], out=str(tmp_path))
+    report = run(cfg)
     d = report.to_dict()
     assert d["dropped"]["problems"]["contaminated:aime24"] >= 30  # the skythought pool is AIME 2024
     assert d["dropped"]["problems"]["contaminated:aime25"] >= 30

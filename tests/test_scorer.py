@@ -85,7 +85,7 @@ def test_cli_reports_unusable_input_in_one_line(tmp_path: Path, capsys) -> None:
     pool.write_text("".join(json.dumps({"idx": i, "question": "Q", "gt": "7", "code": ["\\boxed{8}", "none"]}) + "\n"
                             for i in range(4)))
     rc = scorer_main(["--config", TINY_YAML, "--set", f"pool={pool}", "--set", "holdout_fraction=0.0",
-                      "--set", f"output_dir={tmp_path / 'out'}"])
+                      "--set", f"out={tmp_path / 'out'}"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "no problem has both a correct and a wrong" in err and str(pool) in err
     rc = scorer_main(["--config", TINY_YAML, "--set", "records=runs/x.jsonl"])
@@ -124,7 +124,7 @@ def test_split_is_by_problem_disjoint_and_seeded() -> None:
 @pytest.mark.slow
 def test_cli_trains_on_the_skythought_pool_and_the_scorer_ranks_held_out_problems(tmp_path: Path, capsys) -> None:
     out = tmp_path / "scorer"
-    rc = scorer_main(["--config", TINY_YAML, "--set", f"output_dir={out}"])
+    rc = scorer_main(["--config", TINY_YAML, "--set", f"out={out}"])
     assert rc == 0, capsys.readouterr().err
     assert "hold-out (9 problems" in capsys.readouterr().out
     meta = json.loads((out / META_FILE).read_text())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -14,10 +14,17 @@ from training.common import cli, load_config, read_jsonl, resolve_model
 
 
 @dataclass
+class _Guard:
+    action: str = "warn"
+    patience: int = 2
+
+
+@dataclass
 class _Cfg:
     model: str = "tiny"
     max_steps: int = 10
     lr: float = 1e-5
+    guard: _Guard = field(default_factory=_Guard)
 
 
 def _yaml(tmp_path: Path, text: str) -> Path:
@@ -51,6 +58,22 @@ def test_overrides_are_typed_and_checked(tmp_path: Path) -> None:
         load_config(_Cfg, p, ["max_steps=two"])
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(_Cfg, _yaml(tmp_path, "model: tiny\nmax_stpes: 5\n"))
+
+
+def test_overrides_apply_before_validation_and_reach_nested_sections(tmp_path: Path) -> None:
+    bad = _yaml(tmp_path, "max_steps: two\nguard: {patience: 5}\n")
+    with pytest.raises(ConfigError, match="max_steps: expected int"):
+        load_config(_Cfg, bad)
+    cfg = load_config(_Cfg, bad, ["max_steps=3", "guard.action=stop"])  # --set repairs the file's bad value
+    assert (cfg.max_steps, cfg.guard) == (3, _Guard(action="stop", patience=5))
+    cfg = load_config(_Cfg, _yaml(tmp_path, "model: tiny\n"), ["guard.patience=1"])  # section absent from file
+    assert cfg.guard == _Guard(patience=1)
+    with pytest.raises(ConfigError, match="unknown key.*'patince'"):
+        load_config(_Cfg, bad, ["max_steps=3", "guard.patince=1"])
+    with pytest.raises(ConfigError, match="'model' is not a section"):
+        load_config(_Cfg, bad, ["model.name=x"])
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_Cfg, bad, ["max_steps=[1"])
 
 
 def test_cli_reports_user_errors_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -258,10 +258,10 @@ def test_configs_load_and_bad_keys_fail_in_one_line(tmp_path: Path, capsys: pyte
     assert err.startswith("sft: error: ") and "learning_rte" in err and str(bad) in err and "\n" not in err
     assert main(["--config", TINY_YAML, "--set", "max_length=0"]) == 2
     assert "max_length must be >= 1" in capsys.readouterr().err
-    assert main(["--config", TINY_YAML, "--set", f"dataset={tmp_path / 'missing.jsonl'}"]) == 2
+    assert main(["--config", TINY_YAML, "--set", f"data={tmp_path / 'missing.jsonl'}"]) == 2
     assert "missing.jsonl: SFT dataset file not found" in capsys.readouterr().err
     data = _dataset(tmp_path, n=2)
-    assert main(["--config", TINY_YAML, "--set", f"dataset={data}", "--set", "lr_scheduler_type=cosinus"]) == 2
+    assert main(["--config", TINY_YAML, "--set", f"data={data}", "--set", "lr_scheduler_type=cosinus"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("sft: error: sft config: ") and "cosinus" in err
 
@@ -272,12 +272,12 @@ def test_cli_reports_bad_data_and_templates(tmp_path: Path, capsys: pytest.Captu
     row = json.loads(rows[1])
     row["messages"][1]["content"] = "The answer is 2."
     data.write_text(rows[0] + "\n" + json.dumps(row) + "\n")
-    assert main(["--config", TINY_YAML, "--set", f"dataset={data}"]) == 2
+    assert main(["--config", TINY_YAML, "--set", f"data={data}"]) == 2
     assert f"{data}:2: messages[1].content (assistant) has no <think>" in capsys.readouterr().err
     data = _dataset(tmp_path, n=2)
     jinja = tmp_path / "strip.jinja"
     jinja.write_text(STRIPS_REASONING)
-    args = ["--config", TINY_YAML, "--set", f"dataset={data}", "--set", f"output_dir={tmp_path / 'out'}"]
+    args = ["--config", TINY_YAML, "--set", f"data={data}", "--set", f"out={tmp_path / 'out'}"]
     assert main([*args, "--set", f"chat_template={jinja}"]) == 2
     assert "the <think> reasoning is not in the trained tokens" in capsys.readouterr().err
     assert not (tmp_path / "out" / "model.safetensors").exists()
@@ -320,7 +320,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny: Path) -> tuple[Path,
     out = tmp / "out"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["--config", TINY_YAML, "--set", f"dataset={data}", "--set", f"output_dir={out}"])
+        rc = main(["--config", TINY_YAML, "--set", f"data={data}", "--set", f"out={out}"])
     assert rc == 0, buf.getvalue()
     return out, buf.getvalue()
 
@@ -370,7 +370,7 @@ def test_sft_output_loads_in_vllm_cpu(trained: tuple[Path, str]) -> None:
 def test_run_unpacked_drops_untrainable_checkpoints_and_resumes(tmp_path: Path) -> None:
     data = _dataset(tmp_path, n=5, long_problem=4)
     out = tmp_path / "out"
-    base = ["model=tiny", f"dataset={data}", f"output_dir={out}", "packing=false", "max_length=256",
+    base = ["model=tiny", f"data={data}", f"out={out}", "packing=false", "max_length=256",
             "drop_untrainable=true", "save_steps=1"]
     result = run(load_config(SftConfig, TINY_YAML, base))
     assert result.steps == 2 and result.final_loss > 0

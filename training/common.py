@@ -10,13 +10,14 @@ one line on stderr with exit code 2, never a traceback after an hour of loading.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kit.config import ConfigError, from_dict, load_yaml
+from kit.config import ConfigError, from_dict, read_yaml
 from kit.data import DataError
 
 C = TypeVar("C")
@@ -69,24 +70,37 @@ def read_jsonl(path: str | Path, required: Sequence[str], *, what: str = "datase
 
 
 def load_config(cls: type[C], path: str | Path, overrides: Sequence[str] = ()) -> C:
-    """Load ``cls`` from YAML, then apply ``key=value`` overrides (values parsed as YAML scalars), e.g.
-    ``--set max_steps=2 --set model=tiny``; unknown keys fail like unknown YAML keys."""
-    import dataclasses
-
+    """Load ``cls`` from YAML with ``key=value`` overrides applied to the file's data *before* validation,
+    so ``--set`` can also repair a value the file gets wrong. Values are YAML (``--set max_steps=2``,
+    ``--set 'rewards=[{name: accuracy}]'``); a dotted key sets one field of a nested section
+    (``--set guard.action=stop``). Unknown keys fail like unknown YAML keys, naming the known ones."""
     import yaml
 
-    cfg = load_yaml(cls, path)
-    if not overrides:
-        return cfg
-    data = dataclasses.asdict(cfg)  # type: ignore[call-overload]
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
-        if key not in data:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r}; known keys: {', '.join(sorted(data))}")
-        data[key] = yaml.safe_load(raw)
-    return from_dict(cls, data, where=f"{path} (with --set)")
+        head, *rest = key.split(".")
+        if head not in known:
+            raise ConfigError(f"--set {item!r}: unknown key {head!r}; known keys: {', '.join(sorted(known))}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
+        node, path_keys = data, [head, *rest]
+        for part in path_keys[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section (its value is {child!r})")
+            node = child
+        node[path_keys[-1]] = value
+    return from_dict(cls, data, where=f"{path} (with --set)" if overrides else str(path))
 
 
 def cli(prog: str, doc: str | None, cls: type[C], run: Callable[[C], Any], default_config: str,

@@ -1,17 +1,16 @@
-"""Curate SFT and RL data: ``python -m training.curate --config training/configs/curate.yaml [--out DIR]``.
+"""Curate SFT and RL data: ``python -m training.curate --config training/configs/curate.yaml [--set key=value]``.
 
 Writes ``sft.jsonl``, ``rl.jsonl`` and ``drop_report.json`` to the output folder and prints the report.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.config import ConfigError, from_dict, load_yaml
-from kit.data import EVAL_SETS, DataError, DropReport, curate, load_any, load_eval_sets, write_rl, write_sft
+from kit.data import EVAL_SETS, DropReport, curate, load_any, load_eval_sets, write_rl, write_sft
+from training.common import cli
 
 
 @dataclass
@@ -34,8 +33,8 @@ class CurateConfig:
     out: str = "runs/curate"
 
 
-def run(cfg: CurateConfig, out: str | Path | None = None) -> DropReport:
-    out_dir = Path(out or cfg.out)
+def run(cfg: CurateConfig) -> DropReport:
+    out_dir = Path(cfg.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = DropReport()
     frames = []
@@ -51,26 +50,16 @@ def run(cfg: CurateConfig, out: str | Path | None = None) -> DropReport:
     write_rl(res.rl, out_dir / "rl.jsonl")
     report.totals["eval_sets"] = len(evals)  # type: ignore[assignment]
     report.write(out_dir / "drop_report.json")
+    print(f"curate: sft.jsonl, rl.jsonl and drop_report.json written to {out_dir}")
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.curate", description=__doc__)
-    ap.add_argument("--config", default="training/configs/curate.yaml")
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
-    try:
-        cfg = load_yaml(CurateConfig, args.config)
-        report = run(cfg, args.out)
-    except (ConfigError, DataError) as exc:
-        print(f"curate: error: {exc}", file=sys.stderr)
-        return 2
-    print(report)
-    print(f"written to {args.out or cfg.out}")
-    return 0
+    return cli("python -m training.curate", __doc__.split("\n\n")[0], CurateConfig, run,
+               "training/configs/curate.yaml", argv)
 
 
-__all__ = ["CurateConfig", "InputConfig", "from_dict", "main", "run"]
+__all__ = ["CurateConfig", "InputConfig", "main", "run"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,7 +2,7 @@
 
 Pairs (same problem, a correct vs a wrong answered sample) come from a recorded trace pool or from our run
 records; problems are split into training and hold-out *by problem*; trl's ``RewardTrainer`` trains a
-``num_labels=1`` sequence classifier from ``model``; the folder ``output_dir`` then holds the model, its
+``num_labels=1`` sequence classifier from ``model``; the folder ``out`` then holds the model, its
 tokenizer and ``scorer.json`` (input format, the split, hold-out pair accuracy), ready for
 :class:`kit.scorer.Scorer` and the ``scorer`` selection strategy. See ``docs/selection.md``.
 """
@@ -22,7 +22,7 @@ from training.common import cli, resolve_model
 class ScorerConfig:
     model: str = "tiny"
     """Base model folder or hub id (a causal LM; a scalar head is added); ``tiny``: the offline tiny Qwen2."""
-    output_dir: str = "runs/scorer"
+    out: str = "runs/scorer"
     pool: str | None = "skythought_aime24"
     """Trace pool (bundled name or folder) to build pairs from; or set ``records`` instead."""
     records: str | None = None
@@ -94,7 +94,7 @@ def run(cfg: ScorerConfig) -> TrainResult:
     _, hold_ids = split_problems([p[0] for p in problems], cfg.holdout_fraction, cfg.split_seed)
     held = set(hold_ids)
     result = train_scorer(
-        resolve_model(cfg.model), [p for p in problems if p[0] not in held], cfg.output_dir,
+        resolve_model(cfg.model), [p for p in problems if p[0] not in held], cfg.out,
         holdout=[p for p in problems if p[0] in held], fmt=cfg.input_format(), settings=cfg.settings(),
         pairs_per_problem=cfg.pairs_per_problem, source=source,
         extra_meta={"config_model": cfg.model, "split_seed": cfg.split_seed})

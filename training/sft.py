@@ -78,9 +78,10 @@ class SftConfig:
 
     model: str = "tiny"
     """Model folder or hub id; ``tiny`` = the offline tiny Qwen2 (tests, CPU rehearsals)."""
-    dataset: str = "runs/curate/sft.jsonl"
+    data: str = "runs/curate/sft.jsonl"
     """SFT jsonl written by ``python -m training.curate`` (``messages``: [user, assistant])."""
-    output_dir: str = "runs/sft"
+    out: str = "runs/sft"
+    """Folder for checkpoints, the final model + tokenizer and the audit files."""
     chat_template: str = "kit"
     """``kit`` (ChatML, keeps reasoning, generation markers), ``model`` (the tokenizer's own; must have
     ``{% generation %}`` markers), ``trl`` (trl's training variant of the model's own template, e.g. for
@@ -113,7 +114,7 @@ class SftConfig:
     """Checkpoint every N steps (0 = none; the final model is always saved)."""
     save_total_limit: int | None = 2
     resume: bool = False
-    """Continue from the last ``checkpoint-*`` in ``output_dir`` when there is one."""
+    """Continue from the last ``checkpoint-*`` in ``out`` when there is one."""
     dataset_num_proc: int | None = None
     report_to: str = "none"
     audit_example: int = 0
@@ -473,7 +474,7 @@ def check_prepared_dataset(dataset: Any, result: Audit, *, packing: bool, max_le
 
 @dataclass
 class SftResult:
-    output_dir: str
+    out: str
     steps: int
     final_loss: float
     """Last logged training loss (the run's mean loss when no step was logged)."""
@@ -481,7 +482,7 @@ class SftResult:
 
     def __str__(self) -> str:
         return (f"sft: {self.steps} steps, final loss {self.final_loss:.4f}, model + tokenizer saved to "
-                f"{self.output_dir}\nsft audit: {self.audit}")
+                f"{self.out}\nsft audit: {self.audit}")
 
 
 def _stop_token_ids(model_path: str, tokenizer: Any) -> set[int]:
@@ -531,20 +532,20 @@ def run(cfg: SftConfig) -> SftResult:
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
-    examples = load_sft_dataset(cfg.dataset)
+    examples = load_sft_dataset(cfg.data)
     model_path = resolve_model(cfg.model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except OSError as exc:
         raise ConfigError(f"model {cfg.model!r}: cannot load its tokenizer ({exc})") from None
     tokenizer.chat_template = resolve_chat_template(tokenizer, cfg.chat_template)
-    out_dir = Path(cfg.output_dir)
+    out_dir = Path(cfg.out)
     args = training_arguments(cfg, out_dir)  # before the audit: a typo in a trainer option fails at once
     main_process = PartialState().is_main_process
     if cfg.audit_example >= len(examples):
         raise ConfigError(f"audit_example {cfg.audit_example}: the dataset has {len(examples)} examples")
     checked = audit(examples, tokenizer, max_length=cfg.max_length, drop_untrainable=cfg.drop_untrainable,
-                    stop_token_ids=_stop_token_ids(model_path, tokenizer), source=cfg.dataset,
+                    stop_token_ids=_stop_token_ids(model_path, tokenizer), source=cfg.data,
                     template_name=cfg.chat_template, render_index=cfg.audit_example,
                     out_dir=out_dir if main_process else None, echo=print if main_process else None)
     train = Dataset.from_list([{"messages": examples[i].messages} for i in checked.kept])
@@ -562,7 +563,7 @@ def run(cfg: SftConfig) -> SftResult:
     if main_process:
         (out_dir / "sft_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n",
                                                  encoding="utf-8")
-    return SftResult(output_dir=str(out_dir), steps=trainer.state.global_step, final_loss=loss,
+    return SftResult(out=str(out_dir), steps=trainer.state.global_step, final_loss=loss,
                      audit=checked.summary)
 
 
