@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from kit.config import ConfigError, from_dict
 from kit.data import DataError
+from kit.solver import DONE_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ META_FILE = "difficulty.json"
 """Written beside the saved model: target definition, label normalisation, hook reference, metrics."""
 CLIP: tuple[float, float] = (0.25, 4.0)
 """The factor range :meth:`kit.schedule.Ours.budget` clamps a difficulty factor to."""
-FINISHED = ("stop", "length", "repetition", "context")
 """Sample finish reasons that count as a finished attempt (aborted/cancelled samples say nothing of need)."""
 
 TokenCounter = Callable[[str], int]
@@ -141,8 +141,8 @@ def problems_from_records(path: str | Path, *, problems: str | Path | None = Non
     """Problems of our own run records (:mod:`kit.records`): finished samples, correct when their
     normalised answer equals the ``problem`` event's gold; problems without a gold are skipped.
 
-    Records hold problem ids, not statements: the texts come from ``problems`` (a problem set, see
-    :mod:`kit.problems`), by default the set named in the run's ``run_start`` options. Token counts are
+    Texts come from ``problems`` (a problem set, see :mod:`kit.problems`) when given, else from the
+    ``problem`` events (the solver records each statement), else from the set named in ``run_start``. Token counts are
     the engine's (``tokens``); a sample without one is an error unless ``count_tokens`` is given — a
     silent approximation would mix two token scales in one target.
     """
@@ -154,21 +154,26 @@ def problems_from_records(path: str | Path, *, problems: str | Path | None = Non
         events = read_events(path)
     except RecordFormatError as exc:
         raise DataError(str(exc)) from None
-    if problems is None:
-        start = next((e for e in events if e.get("event") == "run_start"), None)
-        named = (start or {}).get("options", {}).get("problems") if start else None
-        if start is None:
-            raise DataError(f"{path}: no run_start event naming the problem set; give the problem set "
-                            "(field 'problems') to read the problem texts from")
-        problems = None if named in (None, "None") else named
-    try:
-        texts = {p.id: p.problem for p in load_problems(problems)}
-    except ProblemFileError as exc:
-        raise DataError(str(exc)) from None
+    recorded = {str(e["problem_id"]): e["problem"] for e in events
+                if e.get("event") == "problem" and isinstance(e.get("problem"), str) and e["problem"].strip()}
+    if problems is None and recorded:
+        texts = recorded
+    else:
+        if problems is None:
+            start = next((e for e in events if e.get("event") == "run_start"), None)
+            if start is None:
+                raise DataError(f"{path}: no recorded problem texts and no run_start event naming the problem "
+                                "set; give the problem set (field 'problems') to read the texts from")
+            named = start.get("options", {}).get("problems")
+            problems = None if named in (None, "None") else named
+        try:
+            texts = {p.id: p.problem for p in load_problems(problems)}
+        except ProblemFileError as exc:
+            raise DataError(str(exc)) from None
     golds = {e["problem_id"]: e.get("gold") for e in events if e.get("event") == "problem"}
     groups: dict[str, list[tuple[bool, int]]] = {}
     for e in events:
-        if e.get("event") != "sample" or e.get("finish_reason") not in FINISHED:
+        if e.get("event") != "sample" or e.get("finish_reason") not in DONE_REASONS:
             continue
         pid = str(e.get("problem_id"))
         gold = golds.get(pid)

@@ -166,7 +166,7 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
                 gold = profile.to_answer(prob.answer) if prob.answer is not None else None
                 budget = bank.next_budget(clock.now(), prob.problem)
                 if budget.skip:
-                    result = solver.skip(prob.id, "time limit reached before this problem", gold=gold)
+                    result = solver.skip(prob.id, "time limit reached before this problem", problem=prob.problem, gold=gold)
                 else:
                     result = await solver.solve(
                         prob.id, prob.problem, deadline=budget.deadline, gold=gold, rules=budget.rules,

@@ -17,7 +17,7 @@ Metrics (definitions and citations in ``docs/evaluation.md``):
 * the budget curve — each sample cut at ``B`` tokens (tokenised once, cut by character offset) and its
   answer re-extracted, giving pass@1 and maj@n as a function of the token budget (:func:`budget_curve`);
 * the answer-selection table (:mod:`kit.selection`) on :class:`~kit.selection.Candidate` lists built here
-  (:func:`candidates_from_records`, :func:`candidates_from_pool`).
+  (:func:`selection_problems`; :func:`kit.selection.problems_from_records` / ``problems_from_pool`` wrap it).
 
 Metrics use *finished* samples only (finish reason stop/length/repetition/context, as the solver's own
 vote): aborted samples were cut by early stopping, not by the model.
@@ -42,6 +42,7 @@ import polars as pl
 from kit.answers import extract_answer
 from kit.competition import Profile, get_profile
 from kit.records import RecordFormatError, read_events
+from kit.solver import DONE_REASONS
 from kit.voting import Vote, majority
 
 if TYPE_CHECKING:
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 
     from kit.selection import Candidate
 
-DONE_REASONS = frozenset({"stop", "length", "repetition", "context"})
-"""Finish reasons of samples that ended on their own (``SampleResult.done``); only these are evaluated."""
 DEFAULT_BUDGETS = (1000, 2000, 4000, 6000, 8000, 12000, 16000, 24000, 32000)
 """Token budgets of the budget curve (the 1k-32k range of AIMO-style max_tokens settings)."""
 RECOUNT_TOLERANCE = (0.8, 1.25)
@@ -572,16 +571,6 @@ def selection_problems(run: Run, *, scored_only: bool = False) -> list[Selection
                  for rank, s in enumerate(p.finish_order())]
         out.append((p.problem_id, p.problem, p.gold, cands))
     return out
-
-
-def candidates_from_records(path: str | Path) -> list[SelectionProblem]:
-    """Selection candidates of a ``records.jsonl`` (finish rank by recorded finish time)."""
-    return selection_problems(load_records_run(path))
-
-
-def candidates_from_pool(pool: str | Path, profile: Profile | str | None = None) -> list[SelectionProblem]:
-    """Selection candidates of a trace pool (finish rank by approx token count, shortest first)."""
-    return selection_problems(load_pool_run(pool, profile=profile))
 
 
 # --- metrics ---------------------------------------------------------------------------------------

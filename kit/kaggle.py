@@ -253,7 +253,8 @@ class _Runner:
             self.failure("time bank failed", problem_id, exc)
             return fb, "fallback: time bank error"
         if budget.skip:
-            result = self.solver.skip(str(problem_id), "time limit reached before this problem")
+            result = self.solver.skip(str(problem_id), "time limit reached before this problem",
+                                      problem=problem if isinstance(problem, str) else "")
             self._bank_record(Outcome(0.0, 0, result.reason, 0, 0, 0.0))
             self.record("kaggle_skip", problem_id=str(problem_id), reason="time bank cutoff")
             return result.answer, "skip: time limit reached"

@@ -28,7 +28,7 @@ import re
 import statistics
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -294,85 +294,38 @@ def code_ok_from_text(text: str) -> bool | None:
     return not any(_EXCEPTION_LINE.search(o) for o in outputs)
 
 
-@dataclass
-class _Group:
-    problem: str = ""
-    gold: int | None = None
-    rows: list[tuple[int | None, int, float, bool | None, str]] = field(default_factory=list)
-
-
-def _candidates(rows: Sequence[tuple[int | None, int, float, bool | None, str]]) -> list[Candidate]:
-    """Candidates in sample order with finish ranks from the sort key (ties: sample order)."""
-    order = sorted(range(len(rows)), key=lambda i: (rows[i][2], i))
-    rank = {i: r for r, i in enumerate(order)}
-    return [Candidate(answer=a, tokens=t, finish_rank=rank[i], code_ok=ok, text=text)
-            for i, (a, t, _, ok, text) in enumerate(rows)]
-
-
-def problems_from_pool(pool: str | Path, profile: Profile | str | None = None,
-                       count_tokens: Callable[[str], int] | None = None) -> list[ProblemCandidates]:
+def problems_from_pool(pool: str | Path, profile: Profile | str | None = None) -> list[ProblemCandidates]:
     """A trace pool (bundled name or path, see :func:`kit.traces.load_pool`) as selection problems.
 
-    Answers and gold are normalised with the profile (``Profile.to_answer``: a gold that is not an integer
-    in range becomes None, i.e. ungraded). Trace samples were generated one at a time, so finishing order
-    is modelled as it would be for samples decoding in parallel: fewest tokens first. ``count_tokens``
-    defaults to the kit's approximate tokenizer (:class:`kit.tokens.ApproxTokenizer`).
+    Read by :func:`kit.evaluate.load_pool_run` (answers and gold normalised with the profile: a gold that
+    is not an integer in range becomes None, i.e. ungraded; tokens by the kit's approximate tokenizer).
+    Trace samples were generated one at a time, so finishing order is modelled as it would be for samples
+    decoding in parallel: fewest tokens first.
     """
-    from kit.answers import extract_answer
-    from kit.competition import get_profile
-    from kit.tokens import ApproxTokenizer
-    from kit.traces import load_pool
+    from kit.evaluate import load_pool_run, selection_problems
 
-    prof = get_profile(profile)
-    count = count_tokens or ApproxTokenizer().count
-    groups: dict[str, _Group] = {}
-    for s in load_pool(pool):
-        g = groups.setdefault(s.problem_id, _Group(s.problem, prof.to_answer(s.gold)))
-        tokens = max(count(s.text), 1)
-        g.rows.append((prof.to_answer(extract_answer(s.text)), tokens, float(tokens), code_ok_from_text(s.text),
-                       s.text))
-    return [(pid, g.problem, g.gold, _candidates(g.rows)) for pid, g in groups.items()]
-
-
-FINISHED = ("stop", "length", "repetition", "context")
-"""Sample finish reasons that count as finished (aborted, cancelled and errored samples are left out)."""
+    return selection_problems(load_pool_run(pool, profile=profile))
 
 
 def problems_from_records(path: str | Path, problem_texts: Mapping[str, str] | None = None,
                           ) -> list[ProblemCandidates]:
     """Our run records (``records.jsonl``) as selection problems: finished samples only, ranked by finish
-    time, code verdict from each code call's sandbox status, gold from the ``problem`` events.
+    time, code verdict from each code call's sandbox status, gold and problem text from the ``problem``
+    events (read and validated by :func:`kit.evaluate.load_records_run`).
 
-    Records do not carry the problem text; pass ``problem_texts`` (id → text, e.g. from
-    :func:`kit.problems.load_problems`) for strategies that read it (the scorer); otherwise it is "".
-    Raises :class:`kit.records.RecordFormatError` for another record version or a sample without a
-    token count.
+    ``problem_texts`` (id → text) replaces the recorded texts where given. Raises
+    :class:`kit.records.RecordFormatError` for another record version, a sample without a token count or
+    a file without problem events.
     """
-    from kit.records import RecordFormatError, read_events
+    from kit.evaluate import load_records_run, selection_problems
 
     texts = problem_texts or {}
-    golds = {str(p["problem_id"]): p.get("gold") for p in read_events(path, "problem")}
-    groups: dict[str, _Group] = {}
-    for s in read_events(path, "sample"):
-        if s.get("finish_reason") not in FINISHED:
-            continue
-        pid = str(s.get("problem_id"))
-        tokens = s.get("tokens")
-        if not isinstance(tokens, int) or isinstance(tokens, bool):
-            raise RecordFormatError(f"{path}: sample {s.get('index')} of problem {pid!r} has no token count "
-                                    f"(field 'tokens' = {tokens!r})")
-        calls = s.get("code") or []
-        code_ok = None if not calls else all(c.get("status") in ("ok", "truncated") for c in calls)
-        finished = s.get("finished")
-        gold = golds.get(pid)
-        g = groups.setdefault(pid, _Group(texts.get(pid, ""), None if gold is None else int(gold)))
-        g.rows.append((s.get("answer"), max(tokens, 1), float(finished if finished is not None else math.inf),
-                       code_ok, str(s.get("text") or "")))
-    return [(pid, g.problem, g.gold, _candidates(g.rows)) for pid, g in groups.items()]
+    return [(pid, texts.get(pid, text), gold, cands)
+            for pid, text, gold, cands in selection_problems(load_records_run(path))]
 
 
 __all__ = [
-    "FINISHED", "STRATEGIES", "Candidate", "ProblemCandidates", "SampleWeights", "Strategy", "choices_frame",
+    "STRATEGIES", "Candidate", "ProblemCandidates", "SampleWeights", "Strategy", "choices_frame",
     "code_ok_from_text", "first", "first_finish", "first_finish_strategy", "majority_strategy", "majority_vote",
     "problems_from_pool", "problems_from_records", "random_strategy", "scored_strategy", "strategy_table",
     "to_votes", "weighted", "weighted_strategy",

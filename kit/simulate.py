@@ -68,19 +68,16 @@ def pool_from_traces(pool: str | Path, profile: Profile | str | None = None) -> 
 
 def pool_from_records(path: str | Path, profile: Profile | str | None = None, *,
                       texts: Mapping[str, str] | None = None) -> list[SimProblem]:
-    """Problems of our own run records (finished samples only). Records carry problem ids, not statements:
-    ``texts`` (problem id → statement, e.g. from the run's problem set) fills :attr:`SimProblem.text`."""
-    from kit.records import read_events
+    """Problems of our own run records (finished samples only; read and validated by
+    :func:`kit.evaluate.load_records_run`). :attr:`SimProblem.text` is the recorded statement unless
+    ``texts`` (problem id → statement) gives one."""
+    from kit.evaluate import load_records_run
 
     prof = get_profile(profile)
-    golds = {p["problem_id"]: p.get("gold") for p in read_events(path, "problem")}
-    groups: dict[str, list] = {}
-    for s in read_events(path, "sample"):
-        if s.get("finish_reason") in ("stop", "length", "repetition"):
-            groups.setdefault(s["problem_id"], []).append((s.get("answer"), int(s.get("tokens") or 1)))
     texts = texts or {}
-    return [SimProblem(pid, golds.get(pid), tuple(rows), text=texts.get(pid, "")) for pid, rows in groups.items()
-            if rows and golds.get(pid) is not None and prof.in_range(int(golds[pid]))]
+    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.done),
+                       text=texts.get(p.problem_id, p.problem))
+            for p in load_records_run(path).problems if p.done and p.gold is not None and prof.in_range(p.gold)]
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,11 @@ TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_t
 """Settings for the built-in tiny model on CPU (dry-run, rehearsal): enough to exercise every path."""
 
 
+DONE_REASONS = frozenset({"stop", "length", "repetition", "context"})
+"""Finish reasons of samples that ended on their own; aborted/cancelled/errored ones were cut by early
+stopping or a failure, not by the model. Votes, evaluation and training targets count only these."""
+
+
 @dataclass
 class SampleResult:
     index: int
@@ -132,7 +137,7 @@ class SampleResult:
 
     @property
     def done(self) -> bool:
-        return self.finish_reason in ("stop", "length", "repetition", "context")
+        return self.finish_reason in DONE_REASONS
 
 
 @dataclass
@@ -252,13 +257,13 @@ class Solver:
         except Exception as exc:  # the submission path must never raise into the gateway
             tb = traceback.format_exc(limit=6)
             result = self._fallback(state, start, f"{type(exc).__name__}: {exc}", detail=tb)
-        self._record_problem(result, gold)
+        self._record_problem(result, state.problem, gold)
         return result
 
-    def skip(self, problem_id: str, reason: str, *, gold: int | None = None) -> ProblemResult:
+    def skip(self, problem_id: str, reason: str, *, problem: str = "", gold: int | None = None) -> ProblemResult:
         """Answer with the fallback without generating (e.g. the time limit is already reached)."""
-        result = self._fallback(_Problem(str(problem_id), ""), self.engine.clock.now(), reason)
-        self._record_problem(result, gold)
+        result = self._fallback(_Problem(str(problem_id), problem), self.engine.clock.now(), reason)
+        self._record_problem(result, problem, gold)
         return result
 
     # --- internals -------------------------------------------------------------------------------
@@ -492,7 +497,9 @@ class Solver:
             return
         self.recorder.write("sample", problem_id=state.problem_id, **asdict(s))
 
-    def _record_problem(self, result: ProblemResult, gold: int | None) -> None:
+    def _record_problem(self, result: ProblemResult, text: str, gold: int | None) -> None:
+        """The problem event carries the (cleaned) problem text, so records alone are enough for
+        evaluation and for training a scorer or difficulty predictor on them."""
         if self.sandbox is not None:
             for s in result.samples:
                 with contextlib.suppress(Exception):
@@ -500,7 +507,7 @@ class Solver:
         if self.recorder is None:
             return
         self.recorder.write(
-            "problem", problem_id=result.problem_id, answer=result.answer, gold=gold,
+            "problem", problem_id=result.problem_id, problem=text, answer=result.answer, gold=gold,
             correct=None if gold is None else result.answer == gold, reason=result.reason,
             tally={str(k): v for k, v in result.tally.items()}, tokens=result.tokens,
             seconds=round(result.seconds, 4), samples=len(result.samples),

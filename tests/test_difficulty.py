@@ -106,9 +106,9 @@ def _records(path: Path, problems: Path, *, with_tokens: bool = True) -> Path:
                 fields = {"tokens": tokens} if with_tokens else {}
                 rec.write("sample", problem_id=pid, index=i, answer=answer if pid == "p1" else 1,
                           text="word " * (i + 1), finish_reason="stop", **fields)
-            rec.write("sample", problem_id=pid, index=9, answer=gold, tokens=5, finish_reason="abort")
+            rec.write("sample", problem_id=pid, index=9, answer=gold, tokens=5, finish_reason="abort", text="w")
             rec.write("problem", problem_id=pid, gold=gold, answer=gold)
-        rec.write("sample", problem_id="p3", index=0, answer=9, tokens=10, finish_reason="stop")
+        rec.write("sample", problem_id="p3", index=0, answer=9, tokens=10, finish_reason="stop", text="w")
         rec.write("problem", problem_id="p3", gold=None, answer=9)  # no gold: skipped
     return path
 
@@ -121,9 +121,18 @@ def test_record_targets_texts_and_token_counts(tmp_path: Path) -> None:
         ("p1", "Problem p1: find x.", 4, 2, False, 500.0),  # median of the two correct: 400, 600
         ("p2", "Problem p2: find x.", 4, 0, True, 1024.0),  # never correct: the cap (aborted one ignored)
     ]
-    # the simulator's records pool gets the same texts when given them
-    pool = pool_from_records(records, texts={"p1": "Problem p1: find x."})
-    assert [p.text for p in pool] == ["Problem p1: find x.", ""]
+    # the simulator's records pool reads the same texts (from the run's problem set); ``texts`` overrides
+    assert [p.text for p in pool_from_records(records)] == ["Problem p1: find x.", "Problem p2: find x."]
+    pool = pool_from_records(records, texts={"p1": "Other p1."})
+    assert [p.text for p in pool] == ["Other p1.", "Problem p2: find x."]
+    # records that carry the statements (the solver writes them in its problem events) need no problem set
+    own = tmp_path / "own.jsonl"
+    with RunRecorder(own) as rec:
+        for i, (answer, tokens) in enumerate(((5, 300), (5, 500), (4, 800))):
+            rec.write("sample", problem_id="q", index=i, answer=answer, tokens=tokens, text="t", finish_reason="stop")
+        rec.write("problem", problem_id="q", problem="Recorded statement q.", gold=5, answer=5)
+    assert targets_frame(problems_from_records(own)).select("pid", "text", "tokens").rows() == [
+        ("q", "Recorded statement q.", 400.0)]
 
     bare = _records(tmp_path / "bare" / "records.jsonl", problems, with_tokens=False)
     with pytest.raises(DataError, match=r"bare/records\.jsonl: sample 0 of problem 'p1' has no 'tokens'"):

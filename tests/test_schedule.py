@@ -179,8 +179,8 @@ def test_pool_from_our_records(tmp_path: Path) -> None:
         for pid, gold in (("a", 5), ("b", 7)):
             for i in range(4):
                 rec.write("sample", problem_id=pid, index=i, answer=gold if i % 2 else 1, tokens=100 * (i + 1),
-                          finish_reason="stop")
-            rec.write("sample", problem_id=pid, index=9, answer=3, tokens=5, finish_reason="abort")
+                          finish_reason="stop", text="...")
+            rec.write("sample", problem_id=pid, index=9, answer=3, tokens=5, finish_reason="abort", text="...")
             rec.write("problem", problem_id=pid, gold=gold, answer=gold)
     pool = pool_from_records(tmp_path / "records.jsonl")
     assert [(p.pid, p.gold, len(p.samples)) for p in pool] == [("a", 5, 4), ("b", 7, 4)]

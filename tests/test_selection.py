@@ -228,7 +228,8 @@ def test_record_candidates_reproduce_the_solver(tmp_path: Path) -> None:
     answers = _solve_with_records(path, pids, config)
     problems = {p[0]: p for p in problems_from_records(path, {"0": "text zero"})}
     assert set(problems) == set(pids)
-    assert problems["0"][1] == "text zero" and problems["5"][1] == ""
+    recorded = {e["problem_id"]: e["problem"] for e in read_events(path, "problem")}
+    assert problems["0"][1] == "text zero" and problems["5"][1] == recorded["5"] and len(recorded["5"]) > 50
     samples = read_events(path, "sample")
     golds = {e["problem_id"]: e["gold"] for e in read_events(path, "problem")}
     for pid in pids:
@@ -250,7 +251,7 @@ def test_bad_records_give_clear_errors(tmp_path: Path) -> None:
     no_tokens = tmp_path / "no_tokens.jsonl"
     with RunRecorder(no_tokens) as rec:
         rec.write("sample", problem_id="7", index=3, answer=5, finish_reason="stop", finished=1.0, text="x")
-    with pytest.raises(RecordFormatError, match=r"no_tokens.jsonl: sample 3 of problem '7'.*'tokens'"):
+    with pytest.raises(RecordFormatError, match=r"no_tokens.jsonl:1: sample event \(problem 7\) has no 'tokens'"):
         problems_from_records(no_tokens)
 
 

@@ -142,6 +142,7 @@ def test_the_record_contains_everything(tmp_path: Path, sky) -> None:
         assert row["text"] and row["tokens"] > 0
     p = problems[0]
     assert p["answer"] == result.answer and p["reason"] == result.reason
+    assert p["problem"] == recorded[0].problem.strip() and len(p["problem"]) > 50  # records are self-contained
     assert p["gold"] == AIMO2.to_answer(recorded[0].gold)
     assert p["tokens"] == sum(r["tokens"] for r in samples)
     assert sum(p["tally"].values()) == pytest.approx(sum(1 for r in samples if r["finish_reason"] == "stop"

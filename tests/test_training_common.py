@@ -68,7 +68,7 @@ def test_overrides_apply_before_validation_and_reach_nested_sections(tmp_path: P
     assert (cfg.max_steps, cfg.guard) == (3, _Guard(action="stop", patience=5))
     cfg = load_config(_Cfg, _yaml(tmp_path, "model: tiny\n"), ["guard.patience=1"])  # section absent from file
     assert cfg.guard == _Guard(patience=1)
-    with pytest.raises(ConfigError, match="unknown key.*'patince'"):
+    with pytest.raises(ConfigError, match=r"unknown key.*'patince'"):
         load_config(_Cfg, bad, ["max_steps=3", "guard.patince=1"])
     with pytest.raises(ConfigError, match="'model' is not a section"):
         load_config(_Cfg, bad, ["model.name=x"])
