@@ -16,10 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 TINY_PARAMS: dict[str, dict] = {
-    "01_curate.ipynb": {"config": "training/configs/curate.yaml", "overrides": ["extra_eval_sets=[]"]},
+    "01_curate.ipynb": {"config": "training/configs/curate.yaml", "overrides": ["extra_eval_sets=[]"],
+                        "out": "{runs}/curate"},
+    "02_sft.ipynb": {"config": "training/configs/sft_tiny.yaml", "overrides": ["data={runs}/curate/sft.jsonl"],
+                     "out": "{runs}/sft"},
+    "03_grpo.ipynb": {"config": "training/configs/grpo_tiny.yaml",
+                      "overrides": ["model={runs}/sft", "data={runs}/curate/rl.jsonl"], "out": "{runs}/grpo"},
+    "04_distill_merge.ipynb": {"config": "training/configs/distill_tiny.yaml",
+                               "overrides": ["model={runs}/grpo", "data={runs}/curate/sft.jsonl"],
+                               "out": "{runs}/distill-merge"},
+    "05_quantize.ipynb": {"config": "training/configs/quantize_tiny.yaml",
+                          "overrides": ["model={runs}/distill-merge/merged"], "out": "{runs}/quantize"},
+    "06_evaluate.ipynb": {"pools": ["skythought_aime24"], "out": "{runs}/evaluate"},
 }
-"""Tiny parameters per notebook (``out`` is added per test, under tmp_path)."""
-
+"""Tiny parameters per notebook, in pipeline order: each notebook reads what the previous ones wrote
+(``{runs}`` is a temporary folder), as a user runs them: curate → SFT → GRPO → distil/merge → quantise."""
 
 def test_every_notebook_is_covered_and_clean() -> None:
     found = sorted(p.name for p in NOTEBOOKS.glob("*.ipynb"))
@@ -35,16 +46,35 @@ def test_every_notebook_is_covered_and_clean() -> None:
         assert len(nb.cells) <= 12, f"{name}: notebooks stay thin (logic belongs in kit/ or training/)"
 
 
+def _fill(value, runs: Path):
+    if isinstance(value, str):
+        return value.replace("{runs}", str(runs))
+    if isinstance(value, list):
+        return [_fill(v, runs) for v in value]
+    return value
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(TINY_PARAMS))
-def test_notebook_executes(name: str, tmp_path: Path) -> None:
+def test_notebooks_execute_as_a_pipeline(tmp_path: Path) -> None:
     import papermill
 
-    params = {**TINY_PARAMS[name], "out": str(tmp_path / "out")}
-    out_nb = tmp_path / name
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out_nb), parameters=params, cwd=str(ROOT),
-                               kernel_name="python3", progress_bar=False)
-    nb = nbformat.read(out_nb, as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    assert (tmp_path / "out").exists(), f"{name}: wrote nothing to its out folder"
+    runs = tmp_path / "runs"
+    for name in sorted(TINY_PARAMS):
+        params = {k: _fill(v, runs) for k, v in TINY_PARAMS[name].items()}
+        out_nb = tmp_path / name
+        try:
+            papermill.execute_notebook(str(NOTEBOOKS / name), str(out_nb), parameters=params, cwd=str(ROOT),
+                                       kernel_name="python3", progress_bar=False)
+        except papermill.PapermillExecutionError as exc:
+            pytest.fail(f"{name} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue}")
+        nb = nbformat.read(out_nb, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, name
+        out = Path(params["out"])
+        assert out.is_dir() and any(out.iterdir()), f"{name}: wrote nothing to its out folder {out}"
+    # what each step promises the next: data, trained models, a quantised checkpoint, a report
+    assert (runs / "curate" / "sft.jsonl").stat().st_size > 0 and (runs / "curate" / "rl.jsonl").stat().st_size > 0
+    for model in ("sft", "grpo", "distill-merge/merged", "quantize"):
+        assert (runs / model / "config.json").is_file(), model
+    assert "quantization_config" in (runs / "quantize" / "config.json").read_text()
+    assert (runs / "evaluate" / "report.md").is_file() and (runs / "evaluate" / "budget_curve.png").is_file()
