@@ -65,6 +65,8 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
     p.add_argument("--policy", default="ours", help="time-bank policy: ours, second_place, linspace, equal")
+    p.add_argument("--difficulty", type=Path, default=None,
+                   help="difficulty predictor folder (python -m training.difficulty) scaling the 'ours' deadlines")
     p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
 
 
@@ -188,7 +190,7 @@ def _dryrun(args: argparse.Namespace) -> int:
         profile=args.profile, preset=args.preset, config=args.config, time_limit=args.time_limit,
         out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
         shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose,
-        policy=args.policy))
+        policy=args.policy, difficulty=args.difficulty))
     return 0 if summary.problems else 1
 
 

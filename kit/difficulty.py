@@ -517,6 +517,19 @@ def _mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def policy_with_difficulty(policy: str, predictor: str | Path | None = None) -> Any:
+    """The named time-bank policy (:data:`kit.schedule.POLICIES`) fed by a saved predictor's hook when
+    ``predictor`` names one. Only ``ours`` scales its deadlines by difficulty; asking for a hook with
+    another policy is an error rather than a silently ignored option."""
+    from kit.schedule import make_policy
+
+    if predictor is None:
+        return make_policy(policy)
+    if policy != "ours":
+        raise ValueError(f"a difficulty predictor ({predictor}) only feeds the 'ours' time policy, not {policy!r}")
+    return make_policy(policy, difficulty=DifficultyPredictor.load(predictor).hook())
+
+
 def simulate_hooks(pool: Sequence[Any], hooks: Mapping[str, Hook | None], *, runs: int, seed: int = 0,
                    profile: Any = None, speed: Any = None, n_problems: int = 50,
                    startup_seconds: float = 600.0, policy: Callable[..., Any] | None = None) -> list[HookResult]:
@@ -559,7 +572,7 @@ def simulate_hooks(pool: Sequence[Any], hooks: Mapping[str, Hook | None], *, run
 __all__ = [
     "CLIP", "META_FILE", "PRODUCTION_ENCODER", "TINY_ENCODER", "DifficultyPredictor", "HookResult",
     "PredictorMeta", "ProblemSamples", "TargetRule", "TinyEncoderSpec", "build_tiny_encoder", "clip_factor",
-    "factors_from_tokens", "kfold", "problem_text", "problems_from_records", "problems_from_traces",
+    "factors_from_tokens", "kfold", "policy_with_difficulty", "problem_text", "problems_from_records", "problems_from_traces",
     "regression_metrics", "resolve_encoder", "simulate_hooks", "split_by_problem", "table_hook",
     "targets_frame", "token_counter",
 ]

@@ -24,7 +24,7 @@ from kit.competition import get_profile
 from kit.config import load_yaml
 from kit.problems import Problem, load_problems
 from kit.records import RunRecorder
-from kit.schedule import Outcome, TimeBank, make_policy
+from kit.schedule import Outcome, TimeBank
 from kit.solver import TINY_SOLVER, ProblemResult, Solver, SolverConfig, sandbox_for
 
 
@@ -52,6 +52,8 @@ class DryRunOptions:
     """Only the first N problems (after shuffling)."""
     policy: str = "ours"
     """Time-bank policy (kit.schedule.POLICIES); the solver config's n_samples/max_tokens are upper bounds."""
+    difficulty: Path | None = None
+    """A difficulty predictor folder (``python -m training.difficulty``) scaling ``ours``' deadlines."""
     verbose: bool = False
     """Keep vLLM's INFO logging."""
 
@@ -135,6 +137,9 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
     if opts.limit is not None:
         problems = problems[: opts.limit]
     cfg = _solver_config(opts)
+    from kit.difficulty import policy_with_difficulty
+
+    policy = policy_with_difficulty(opts.policy, opts.difficulty)  # a bad predictor fails before the engine starts
     out = opts.out or Path("runs") / time.strftime("dryrun-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     total = opts.time_limit if opts.time_limit is not None else profile.total_seconds
@@ -151,20 +156,23 @@ async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> Dry
         solver = Solver(engine, cfg, profile=profile, sandbox=sandbox, recorder=recorder)
         clock = engine.clock
         start = clock.now()
-        bank = TimeBank(make_policy(opts.policy), profile, start=start, total_seconds=total,
+        bank = TimeBank(policy, profile, start=start, total_seconds=total,
                         startup_seconds=startup,
                         n_problems=len(problems), max_samples=cfg.n_samples)
         console.print(f"[bold]aimo-kit dry-run[/]: {len(problems)} problems in random order, engine "
                       f"{opts.engine} ({model_name}), profile {profile.name}, ≤{cfg.n_samples} samples × "
                       f"≤{cfg.max_tokens} tokens, time limit {total:.0f} s (start-up took {startup:.0f} s), "
-                      f"time policy {opts.policy}")
+                      f"time policy {opts.policy}" + (f" + difficulty {opts.difficulty}" if opts.difficulty else ""))
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                             TimeElapsedColumn(), console=console, transient=True)
         with progress:
             task = progress.add_task("solving", total=len(problems))
             for prob in problems:
                 gold = profile.to_answer(prob.answer) if prob.answer is not None else None
-                budget = bank.next_budget(clock.now(), prob.problem)
+                now = clock.now()
+                budget = bank.next_budget(now, prob.problem)
+                recorder.write("budget", problem_id=prob.id, seconds=round(budget.deadline - now, 3),
+                               n_samples=budget.n_samples, max_tokens=budget.max_tokens, skip=budget.skip)
                 if budget.skip:
                     result = solver.skip(prob.id, "time limit reached before this problem", problem=prob.problem, gold=gold)
                 else:

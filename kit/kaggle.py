@@ -60,6 +60,9 @@ class SubmissionConfig:
     solver: SolverConfig = field(default_factory=SolverConfig)
     """With the tiny model a default SolverConfig is replaced by the dry-run's small one."""
     policy: str = "ours"
+    difficulty: str | None = None
+    """A difficulty predictor folder (``python -m training.difficulty``; ship it in the model dataset)
+    scaling ``ours``' deadlines. If it fails to load, the run goes on without it (logged)."""
     total_seconds: float | None = None
     """Seconds for the whole notebook (None: the profile's limit)."""
     records_dir: str = "aimo-records"
@@ -182,8 +185,19 @@ class _Runner:
                                                      log=lambda msg: log.info("engine: %s", msg))
         return engine
 
+    def _policy(self) -> Any:
+        """The time policy; a difficulty predictor that cannot be loaded costs its hook, not the run."""
+        from kit.difficulty import policy_with_difficulty
+        from kit.schedule import make_policy
+
+        try:
+            return policy_with_difficulty(self.config.policy, self.config.difficulty)
+        except Exception as exc:
+            self.failure("difficulty predictor failed to load; time policy without it", None, exc)
+            return make_policy(self.config.policy)
+
     async def _start(self) -> None:
-        from kit.schedule import TimeBank, make_policy
+        from kit.schedule import TimeBank
         from kit.solver import TINY_SOLVER, Solver, sandbox_for
 
         cfg = self.config
@@ -197,7 +211,7 @@ class _Runner:
                              recorder=self.recorder)
         total = cfg.total_seconds if cfg.total_seconds is not None else self.profile.total_seconds
         startup = time.monotonic() - self.started_at
-        self.bank = TimeBank(make_policy(cfg.policy), self.profile, start=self.engine.clock.now(),
+        self.bank = TimeBank(self._policy(), self.profile, start=self.engine.clock.now(),
                              total_seconds=total, startup_seconds=startup,
                              call_margin_seconds=2 * cfg.call_margin_seconds,
                              max_samples=solver_cfg.n_samples)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -326,6 +327,47 @@ def test_predictor_hook_orders_real_deadlines(trained: tuple[Path, object]) -> N
     plain = _deadline(None, hardest)
     assert (_deadline(hook, hardest) > plain) == (factors[hardest.pid] > 1)
     assert predictor.hook()(object()) == 1.0  # a problem it cannot read never fails the run
+
+
+@pytest.mark.slow
+def test_dryrun_time_bank_uses_a_trained_predictor(trained: tuple[Path, object], tmp_path: Path) -> None:
+    from kit.cli import main as kit_main
+    from kit.records import read_events
+
+    trained_dir, _ = trained
+    out = tmp_path / "predictor"  # the trained predictor with its reference doubled: factors near 0.5
+    shutil.copytree(trained_dir, out)
+    meta = json.loads((out / "difficulty.json").read_text())
+    meta["reference_tokens"] *= 2
+    (out / "difficulty.json").write_text(json.dumps(meta))
+    args = ["dryrun", "--engine", "replay", "--limit", "3", "--samples", "4", "--max-tokens", "20000",
+            "--time-limit", "40m"]
+    assert kit_main([*args, "--difficulty", str(out), "--out", str(tmp_path / "with")]) == 0
+    assert kit_main([*args, "--out", str(tmp_path / "without")]) == 0
+    start = read_events(tmp_path / "with" / "records.jsonl", "run_start")[0]
+    assert start["options"]["difficulty"] == str(out)
+    with_problems = read_events(tmp_path / "with" / "records.jsonl", "problem")
+    assert len(with_problems) == 3 and all(p["problem"] for p in with_problems)
+    # same problem order and bank state before the first problem: its deadline is scaled by the factor
+    factor = DifficultyPredictor.load(out).hook()(with_problems[0]["problem"])
+    budgets = {arm: read_events(tmp_path / arm / "records.jsonl", "budget")[0] for arm in ("with", "without")}
+    assert budgets["with"]["problem_id"] == budgets["without"]["problem_id"] == with_problems[0]["problem_id"]
+    ratio = budgets["with"]["seconds"] / budgets["without"]["seconds"]
+    assert factor < 0.8 and ratio == pytest.approx(factor, rel=0.01)  # (start-up time differs a little)
+
+
+def test_a_predictor_only_feeds_ours_and_must_exist(tmp_path: Path) -> None:
+    from kit.cli import main as kit_main
+    from kit.difficulty import policy_with_difficulty
+
+    with pytest.raises(ValueError, match="only feeds the 'ours' time policy"):
+        policy_with_difficulty("equal", tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a difficulty predictor"):
+        policy_with_difficulty("ours", tmp_path)
+    assert policy_with_difficulty("ours").difficulty is None
+    assert kit_main(["dryrun", "--engine", "replay", "--difficulty", str(tmp_path / "nope"),
+                     "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o" / "records.jsonl").exists()  # refused before anything ran
 
 
 @pytest.mark.slow

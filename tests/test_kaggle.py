@@ -96,6 +96,17 @@ def test_predict_with_no_usable_input_still_answers(tmp_path: Path) -> None:
         predict.close()
 
 
+def test_a_broken_difficulty_predictor_costs_its_hook_not_the_run(tmp_path: Path, sky) -> None:
+    predict = _predict(tmp_path, difficulty=str(tmp_path / "no-predictor"))
+    try:
+        (i0, p0, g0) = sky[0]
+        assert _valid(predict(i0, p0), i0) == AIMO2.to_answer(g0)  # solved as usual, without the hook
+        errors = [e for e in _events(tmp_path, "kaggle_error") if e["what"].startswith("difficulty predictor")]
+        assert len(errors) == 1 and "not a difficulty predictor" in errors[0]["error"]
+    finally:
+        predict.close()
+
+
 # --- the local gateway ---------------------------------------------------------------------------------
 
 
