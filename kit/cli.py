@@ -91,6 +91,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--startup", type=_seconds, default=600.0, help="model loading time before the first problem")
     p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--difficulty", type=Path, default=None,
+                   help="difficulty predictor folder: adds the row 'ours+difficulty' (ours with its hook)")
     p.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
     p.add_argument("--plot", type=Path, default=Path("runs/simulate.png"), help="per-problem time plot (PNG)")
 
@@ -109,14 +111,24 @@ def _simulate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     pool = load_pool_arg(args.pool, args.profile, args.seed)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    extra = []
+    if args.difficulty is not None:
+        from kit.difficulty import DifficultyPredictor
+        from kit.schedule import Ours
+
+        if not all(p.text for p in pool):
+            raise ValueError(f"--difficulty needs problem texts; the pool {args.pool} has none (use a trace pool "
+                             "or records)")
+        hook = DifficultyPredictor.load(args.difficulty).hook()  # loaded once, cached per problem text
+        extra.append(lambda: Ours(difficulty=hook, name="ours+difficulty"))
     reports = compare(pool, names, runs=args.runs, seed=args.seed, profile=args.profile,
                       speed=SPEED_PRESETS[args.hardware], n_problems=args.problems,
-                      startup_seconds=args.startup)
+                      startup_seconds=args.startup, extra=extra)
     print(f"pool {args.pool} ({len(pool)} problems), {args.runs} competitions x {args.problems} problems, "
           f"hardware {args.hardware}, start-up {args.startup:.0f} s, profile {args.profile}")
-    print(f"{'policy':<14}{'score':>8}{'95% CI':>18}{'mean s':>9}{'p99 s':>9}{'overruns':>10}{'of oracle':>11}")
+    print(f"{'policy':<16}{'score':>8}{'95% CI':>18}{'mean s':>9}{'p99 s':>9}{'overruns':>10}{'of oracle':>11}")
     for r in reports:
-        print(f"{r.policy:<14}{r.expected_score:>8.2f}   [{r.ci_low:6.2f}, {r.ci_high:6.2f}]"
+        print(f"{r.policy:<16}{r.expected_score:>8.2f}   [{r.ci_low:6.2f}, {r.ci_high:6.2f}]"
               f"{r.mean_seconds:>9.0f}{r.p99_seconds:>9.0f}{r.overruns:>10}{r.oracle_fraction:>11.3f}")
     plot(reports, args.plot, f"{args.pool}: seconds per problem ({args.hardware})")
     print(f"plot: {args.plot}   ({time.perf_counter() - start:.1f} s)")

@@ -307,11 +307,13 @@ def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy]
 
 def compare(pool: Sequence[SimProblem], names: Sequence[str], *, runs: int, seed: int = 0,
             profile: Profile | str | None = None, speed: SpeedModel | None = None,
-            n_problems: int = 50, startup_seconds: float = 600.0) -> list[PolicyReport]:
-    """Every named policy plus the oracle, on the same simulated competitions."""
+            n_problems: int = 50, startup_seconds: float = 600.0,
+            extra: Sequence[Callable[[], Policy]] = ()) -> list[PolicyReport]:
+    """Every named policy, then the ``extra`` policy factories (e.g. ``ours`` with a difficulty hook),
+    plus the oracle, on the same simulated competitions."""
     reports = []
-    for name in [*names, "oracle"]:
-        factory: Callable[[], Policy] = Oracle if name == "oracle" else (lambda n=name: make_policy(n))
+    factories: list[Callable[[], Policy]] = [lambda n=name: make_policy(n) for name in names]
+    for factory in [*factories, *extra, Oracle]:
         reports.append(monte_carlo(pool, factory, runs=runs, profile=profile, speed=speed, seed=seed,
                                    n_problems=n_problems, startup_seconds=startup_seconds))
     oracle = reports[-1].expected_score

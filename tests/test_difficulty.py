@@ -356,6 +356,20 @@ def test_dryrun_time_bank_uses_a_trained_predictor(trained: tuple[Path, object],
     assert factor < 0.8 and ratio == pytest.approx(factor, rel=0.01)  # (start-up time differs a little)
 
 
+@pytest.mark.slow
+def test_simulate_cli_adds_ours_with_the_predictor(trained: tuple[Path, object], tmp_path: Path) -> None:
+    from kit.cli import main as kit_main
+
+    out, _ = trained
+    table = tmp_path / "sim.json"
+    assert kit_main(["simulate", "--runs", "4", "--policies", "ours", "--difficulty", str(out), "--json", str(table),
+                     "--plot", str(tmp_path / "sim.png")]) == 0
+    rows = json.loads(table.read_text())
+    assert [r["policy"] for r in rows] == ["ours", "ours+difficulty", "oracle"]
+    assert kit_main(["simulate", "--runs", "4", "--pool", "synthetic", "--difficulty", str(out),
+                     "--plot", str(tmp_path / "s.png")]) == 2  # synthetic problems have no text to read
+
+
 def test_a_predictor_only_feeds_ours_and_must_exist(tmp_path: Path) -> None:
     from kit.cli import main as kit_main
     from kit.difficulty import policy_with_difficulty
