@@ -31,6 +31,11 @@ bench: $(STAMP)
 	$(PY) bench/answers.py
 	$(PY) bench/sandbox.py
 	$(PY) bench/sandbox_tora.py
+	$(PY) bench/solver.py
+	$(PY) bench/evaluate.py
+	$(PY) bench/selection.py
+	$(PY) bench/grpo_toy.py
+	$(PY) bench/difficulty.py
 
 clean-venv:
 	rm -rf $(VENV)
