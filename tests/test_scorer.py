@@ -92,6 +92,25 @@ def test_cli_reports_unusable_input_in_one_line(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "exactly one of 'pool' and 'records'" in capsys.readouterr().err
 
 
+def test_records_give_pairs_with_their_recorded_problem_texts(tmp_path: Path) -> None:
+    from kit.cli import main as kit_main
+    from kit.records import RunRecorder
+    from training.scorer import ScorerConfig, load_problems_for
+
+    assert kit_main(["dryrun", "--engine", "replay", "--limit", "3", "--samples", "6", "--max-tokens", "100000",
+                     "--out", str(tmp_path / "run")]) == 0
+    records = tmp_path / "run" / "records.jsonl"
+    problems, source = load_problems_for(ScorerConfig(pool=None, records=str(records)))
+    assert source == str(records) and len(problems) == 3
+    assert all(len(text) > 50 and gold is not None and cands for _, text, gold, cands in problems)
+    bare = tmp_path / "bare.jsonl"  # records without texts (and no problem set to read them from)
+    with RunRecorder(bare) as rec:
+        rec.write("sample", problem_id="zz", index=0, answer=1, tokens=5, text="t", finish_reason="stop")
+        rec.write("problem", problem_id="zz", gold=1, answer=1)
+    with pytest.raises(DataError, match=r"no text for problem id\(s\) \['zz'\].*set 'problems'"):
+        load_problems_for(ScorerConfig(pool=None, records=str(bare)))
+
+
 def test_encode_keeps_the_problem_head_and_the_sample_tail(tokenizer) -> None:
     fmt = InputFormat(max_length=64, max_problem_tokens=16)
     problem = "Find the number of ordered pairs of integers such that the sum of their squares is prime. " * 3
