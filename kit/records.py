@@ -8,7 +8,9 @@ Event types (field ``event``):
 * ``run_start`` — config, profile, engine info.
 * ``sample`` — one finished (or aborted) sample: problem_id, sample index, prompt kind, sampling
   params, full text, tokens, code calls, extracted and normalised answer, finish/stop reason, times.
-* ``problem`` — one answered problem: answer, gold (if known), vote tally, decision reason, totals.
+* ``budget`` — (dry-run) the time bank's budget for the next problem: deadline seconds, samples, max tokens.
+* ``problem`` — one answered problem: its text (``problem``), answer, gold (if known), vote tally, decision
+  reason, totals. Older files without the text stay readable (readers fall back to the problem set).
 * ``run_end`` — summary.
 
 ``RECORD_VERSION`` is bumped when a field changes meaning; readers reject versions they don't know.
