@@ -561,14 +561,17 @@ def verify_token_counts(run: Run, console: Console | None = None) -> float | Non
 
 def selection_problems(run: Run, *, scored_only: bool = False) -> list[SelectionProblem]:
     """The run's problems as :func:`kit.selection.strategy_table` takes them: finished samples as
-    candidates, ``finish_rank`` from finish times (records) or lengths (pools), ``code_ok`` from the code
-    calls (None: no code)."""
+    candidates **in sample order** (so the ``first`` baseline is sample 0, not the first finisher),
+    ``finish_rank`` from finish times (records) or lengths (pools), ``code_ok`` from the code calls
+    (None: no code)."""
     from kit.selection import Candidate
 
     out = []
     for p in run.scored if scored_only else run.problems:
-        cands = [Candidate(answer=s.answer, tokens=s.tokens, finish_rank=rank, code_ok=s.code_ok, text=s.text)
-                 for rank, s in enumerate(p.finish_order())]
+        rank = {id(s): r for r, s in enumerate(p.finish_order())}
+        cands = [Candidate(answer=s.answer, tokens=s.tokens, finish_rank=rank[id(s)], code_ok=s.code_ok,
+                           text=s.text)
+                 for s in sorted(p.done, key=lambda s: s.index)]
         out.append((p.problem_id, p.problem, p.gold, cands))
     return out
 

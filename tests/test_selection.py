@@ -193,6 +193,20 @@ def test_pool_candidates_rank_by_length_and_normalise(sky) -> None:
         assert all(c.answer is None or 0 <= c.answer <= 999 for c in cands)
 
 
+def test_candidates_keep_sample_order_so_first_is_sample_zero_not_the_first_finisher(sky) -> None:
+    """``first`` is the baseline "submit sample 0"; First-Finish is the one that looks at finish ranks."""
+    by_pid: dict[str, list] = {}
+    for s in load_pool("skythought_aime24"):
+        by_pid.setdefault(s.problem_id, []).append(s)
+    differs = 0
+    for pid, text, _, cands in sky:
+        recorded = [AIMO2.to_answer(extract_answer(s.text)) for s in by_pid[pid]]
+        assert [c.answer for c in cands] == recorded  # sample order, as loaded
+        assert STRATEGIES["first"](text, cands) == recorded[0]
+        differs += cands[0].finish_rank != 0
+    assert differs > 10  # sample 0 is rarely the shortest: the two baselines really differ here
+
+
 def test_code_verdict_from_recorded_tir_text() -> None:
     ok = "```python\nprint(2+2)\n```\n```output\n4\n```\nSo \\boxed{4}."
     bad = ("```python\nx = [1][3]\n```\n```output\nTraceback (most recent call last):\n  File ...\n"
