@@ -47,13 +47,13 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
-from kit.answers import extract_answer  # noqa: E402
 from kit.competition import Profile  # noqa: E402
 from kit.evaluate import (  # noqa: E402
     DEFAULT_BUDGETS,
     EvalProblem,
     EvalSample,
     Run,
+    answer_of,
     budget_curve,
     evaluate,
     load_runs,
@@ -139,16 +139,8 @@ def baseline_answers(pairs: Sequence[tuple[EvalProblem, EvalSample]], profile: P
     re-extracted. Normalisation of an extracted string is memoised, as ours does."""
     tok = ApproxTokenizer()
     cache: dict[str, int | None] = {}
-
-    def answer(text: str) -> int | None:
-        raw = extract_answer(text)
-        if raw is None:
-            return None
-        if raw not in cache:
-            cache[raw] = profile.to_answer(raw)
-        return cache[raw]
-
-    return {b: [answer("".join(tok.pieces(s.text)[:b])) for _, s in pairs] for b in sorted(set(budgets))}
+    return {b: [answer_of("".join(tok.pieces(s.text)[:b]), profile, cache) for _, s in pairs]
+            for b in sorted(set(budgets))}
 
 
 def curve_from_answers(pairs: Sequence[tuple[EvalProblem, EvalSample]],
@@ -175,10 +167,7 @@ def our_answers(run: Run, pairs: Sequence[tuple[EvalProblem, EvalSample]],
         for p, s in pairs:
             e = run.ends[(p.problem_id, s.index)]
             text = s.text[: int(e[b - 1])] if len(e) > b else s.text
-            raw = extract_answer(text)
-            if raw is not None and raw not in cache:
-                cache[raw] = run.profile.to_answer(raw)
-            out[b].append(None if raw is None else cache[raw])
+            out[b].append(answer_of(text, run.profile, cache))
     return out
 
 

@@ -280,7 +280,7 @@ class Run:
         return [p for p in self.problems if p.gold is not None]
 
 
-def _answer_of(text: str, profile: Profile, cache: dict[str, int | None]) -> int | None:
+def answer_of(text: str, profile: Profile, cache: dict[str, int | None]) -> int | None:
     """The profile's integer answer of a text; normalisation cached by the extracted string (sympy is slow)."""
     raw = extract_answer(text)
     if raw is None:
@@ -481,7 +481,7 @@ def load_pool_run(pool: str | Path, *, profile: Profile | str | None = None,
         for j, i in enumerate(idx):
             calls, errors = _code_stats(recorded[i].text)
             samples.append(EvalSample(index=j, text=recorded[i].text, tokens=len(ends[i]),
-                                      answer=_answer_of(recorded[i].text, prof, cache), finish_reason="stop",
+                                      answer=answer_of(recorded[i].text, prof, cache), finish_reason="stop",
                                       code_calls=calls, code_errors=errors))
             run.ends[(pid, j)] = ends[i]
         first = recorded[idx[0]]
@@ -674,14 +674,14 @@ def budget_curve(run: Run, budgets: Sequence[int], console: Console | None = Non
     pairs = [(p, s) for p in run.scored for s in p.done]
     ends = _token_ends(run, pairs, console)
     cache: dict[str, int | None] = {}
-    full = [_answer_of(s.text, run.profile, cache) for _, s in pairs]
+    full = [answer_of(s.text, run.profile, cache) for _, s in pairs]
     rows = []
     for budget in _track(sorted(set(budgets)), f"budget curve {run.name}", console):
         by_problem: dict[str, list[int | None]] = {}
         used = cut = 0
         for (p, s), e, a in zip(pairs, ends, full, strict=True):
             if len(e) > budget:
-                a = _answer_of(s.text[: int(e[budget - 1])], run.profile, cache)
+                a = answer_of(s.text[: int(e[budget - 1])], run.profile, cache)
                 cut += 1
             used += min(len(e), budget)
             by_problem.setdefault(p.problem_id, []).append(a)
