@@ -568,8 +568,8 @@ def selection_problems(run: Run, *, scored_only: bool = False) -> list[Selection
 
     out = []
     for p in run.scored if scored_only else run.problems:
-        rank = {id(s): r for r, s in enumerate(p.finish_order())}
-        cands = [Candidate(answer=s.answer, tokens=s.tokens, finish_rank=rank[id(s)], code_ok=s.code_ok,
+        rank = {s.index: r for r, s in enumerate(p.finish_order())}  # indices are unique per problem
+        cands = [Candidate(answer=s.answer, tokens=s.tokens, finish_rank=rank[s.index], code_ok=s.code_ok,
                            text=s.text)
                  for s in sorted(p.done, key=lambda s: s.index)]
         out.append((p.problem_id, p.problem, p.gold, cands))
