@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from kit.answers import extract_answer, grade, to_int_answer
-from kit.traces import BUNDLED_POOLS, RecordedSample, load_pool
+from kit.offline.traces import BUNDLED_POOLS, RecordedSample, load_pool
+from kit.runtime.answers import extract_answer, grade, to_int_answer
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "traces"
 NAIVE = re.compile(r"boxed{(.*?)}")

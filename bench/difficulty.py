@@ -5,7 +5,7 @@
    (``../shared/data/traces`` when present, else the identical bundled copies). The encoder is the
    offline *random* tiny ModernBERT (``training/configs/difficulty_tiny.yaml``; no hub here), so these
    rows measure the pipeline on CPU, not what ModernBERT-base would learn.
-2. Simulated competitions (:func:`kit.difficulty.simulate_hooks`; 50 problems, AIMO2 profile, the same
+2. Simulated competitions (:func:`kit.learn.difficulty.simulate_hooks`; 50 problems, AIMO2 profile, the same
    seeds for every hook, paired deltas against plain ``Ours()``) on SkyThought-32B AIME24 (30 problems ×
    11 real samples) for hooks: none, the cross-fitted predictor, and two oracles built from the true
    targets — with never-solved problems capped low (the default rule) and at their longest attempt —
@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from kit.difficulty import (
+from kit.learn.difficulty import (
     HookResult,
     ProblemSamples,
     TargetRule,
@@ -39,8 +39,8 @@ from kit.difficulty import (
     table_hook,
     targets_frame,
 )
-from kit.engines.replay import SpeedModel
-from kit.simulate import SimProblem, SyntheticSpec, pool_from_traces, pool_synthetic
+from kit.sim.replay import SpeedModel
+from kit.sim.simulate import SimProblem, SyntheticSpec, pool_from_traces, pool_synthetic
 from training.common import load_config
 from training.difficulty import DifficultyConfig, SourceConfig, crossfit, load_targets, quiet
 

@@ -6,7 +6,7 @@ the stages the command runs, wall (``perf_counter``) and CPU (``process_time`` p
 normaliser's helper processes) separately, because the shared 2-core machine is often loaded and CPU
 time is then the steadier figure:
 
-* imports — ``kit.evaluate`` and what it pulls in (polars, numpy, sympy via the answer normaliser);
+* imports — ``kit.offline.evaluate`` and what it pulls in (polars, numpy, sympy via the answer normaliser);
 * ``load_runs`` — read the pools, extract and normalise every answer, tokenise every sample once
   (approx tokenizer, character offsets of every token kept);
 * ``evaluate`` — per-problem and overall metrics, exact maj@k, the budget curve, the strategy table;
@@ -18,7 +18,7 @@ Baseline (named in issue 8 for the budget curve): "cutting each sample at budget
 and re-extracting", i.e. re-tokenising every sample at every budget (``ApproxTokenizer.pieces``, join
 the first B pieces) and re-extracting its answer (``extract_answer`` + ``profile.to_answer``). Ours
 tokenises once and cuts by the cached offsets. Both run side by side on the SkyThought pool over
-:data:`kit.evaluate.DEFAULT_BUDGETS`; both memoise the normalisation of an extracted string (sympy is
+:data:`kit.offline.evaluate.DEFAULT_BUDGETS`; both memoise the normalisation of an extracted string (sympy is
 slow), so the ratio measures the cutting, not the memo. Their per-sample answers and per-budget pass@1
 and maj@n must be equal (exit 1 otherwise); the ratio baseline/ours is printed with and without our
 one-time tokenisation (``budget_curve`` on a run whose offset cache was emptied).
@@ -47,8 +47,7 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
-from kit.competition import Profile  # noqa: E402
-from kit.evaluate import (  # noqa: E402
+from kit.offline.evaluate import (  # noqa: E402
     DEFAULT_BUDGETS,
     EvalProblem,
     EvalSample,
@@ -60,8 +59,9 @@ from kit.evaluate import (  # noqa: E402
     write_json,
     write_report,
 )
-from kit.tokens import ApproxTokenizer  # noqa: E402
-from kit.voting import Vote, majority  # noqa: E402
+from kit.runtime.profiles import Profile  # noqa: E402
+from kit.runtime.tokens import ApproxTokenizer  # noqa: E402
+from kit.runtime.voting import Vote, majority  # noqa: E402
 
 _IMPORT_WALL, _IMPORT_CPU = time.perf_counter() - _T0_WALL, time.process_time() - _T0_CPU
 
@@ -85,7 +85,7 @@ class Timing:
 
 def children_cpu() -> float:
     """CPU seconds of this process's children: the answer normaliser runs sympy/math-verify in
-    long-lived helper processes (:mod:`kit.timeouts`), whose time ``process_time`` does not see. Live
+    long-lived helper processes (:mod:`kit.runtime.timeouts`), whose time ``process_time`` does not see. Live
     children from ``/proc`` (Linux), finished ones from ``getrusage``; 0 where ``/proc`` is missing."""
     done = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = done.ru_utime + done.ru_stime
@@ -159,7 +159,7 @@ def curve_from_answers(pairs: Sequence[tuple[EvalProblem, EvalSample]],
 def our_answers(run: Run, pairs: Sequence[tuple[EvalProblem, EvalSample]],
                 budgets: Sequence[int]) -> dict[int, list[int | None]]:
     """Per-sample answers at each budget from the cached offsets (for the sample-by-sample check; the
-    timed path is :func:`kit.evaluate.budget_curve` itself)."""
+    timed path is :func:`kit.offline.evaluate.budget_curve` itself)."""
     out: dict[int, list[int | None]] = {}
     cache: dict[str, int | None] = {}
     for b in sorted(set(budgets)):
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             return files
 
         files, t_report = timed(report)
-    stages = {"imports (kit.evaluate, polars, numpy, ...)": Timing(_IMPORT_WALL, _IMPORT_CPU),
+    stages = {"imports (kit.offline.evaluate, polars, numpy, ...)": Timing(_IMPORT_WALL, _IMPORT_CPU),
               "load_runs: load pools, extract answers, tokenise once": t_load,
               "evaluate: metrics, exact maj@k, budget curve, strategy table": t_eval,
               "write_report + write_json: report.md, 3 plots, JSON": t_report}

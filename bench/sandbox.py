@@ -36,8 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kit.sandbox import Sandbox, Status
-from kit.sandbox.pool import DEFAULT_PRELOAD
+from kit.runtime.sandbox import Sandbox, Status
+from kit.runtime.sandbox.pool import DEFAULT_PRELOAD
 
 PRELOAD_LINE = "import " + ", ".join(DEFAULT_PRELOAD) + "\n"
 SNIPPETS: dict[str, tuple[str, str]] = {  # name -> (code, expected stdout)

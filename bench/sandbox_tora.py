@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
-from kit.traces import load_pool
+from kit.offline.traces import load_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("fresh", "trajectory", "shared")

@@ -1,7 +1,7 @@
 """Benchmark: answer-selection strategies × accuracy on every recorded pool, with 95 % bootstrap CIs.
 
 For each pool (the bundled ones, and the full sets under ``../shared/data/traces`` when present) the
-table has every strategy of :data:`kit.selection.STRATEGIES`, a weighted-vote sensitivity row or two,
+table has every strategy of :data:`kit.offline.selection.STRATEGIES`, a weighted-vote sensitivity row or two,
 and the trained scorer: a tiny-model outcome reward model (``training/configs/scorer_tiny.yaml``)
 evaluated **out of fold** (2 folds split by problem: each problem is scored by a scorer that never saw
 it). The tiny model is random-weight and trains 2 steps, so its rows are expected at chance level; they
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kit.selection import (
+from kit.offline.selection import (
     STRATEGIES,
     ProblemCandidates,
     SampleWeights,
@@ -62,9 +62,9 @@ def first_finish_claim(problems: list[ProblemCandidates]) -> dict[str, float]:
 def scorer_strategies(problems: list[ProblemCandidates], workdir: Path, source: str,
                       ) -> tuple[list[ProblemCandidates], dict, str]:
     """Out-of-fold scores from the tiny scorer recipe, and the two scorer strategies."""
-    from kit.data import DataError
-    from kit.scorer import cross_fit
-    from kit.selection import scored_strategy
+    from kit.learn.data import DataError
+    from kit.learn.scorer import cross_fit
+    from kit.offline.selection import scored_strategy
     from training.common import load_config, resolve_model
     from training.scorer import ScorerConfig
 
@@ -84,7 +84,7 @@ def scorer_strategies(problems: list[ProblemCandidates], workdir: Path, source: 
 
 def _same_samples(a: str | Path, b: str | Path) -> bool:
     """Whether two pools hold the same samples (the bundled pools are gzip copies of ../shared files)."""
-    from kit.traces import load_pool
+    from kit.offline.traces import load_pool
 
     def key(pool: str | Path) -> list[tuple[str, str, str]]:
         return [(s.problem_id, s.gold, s.text) for s in load_pool(pool)]

@@ -20,12 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from kit.competition import get_profile
-from kit.engines.replay import ReplayConfig, ReplayEngine
-from kit.prompts import COT
-from kit.records import RunRecorder
-from kit.solver import Solver, SolverConfig
-from kit.traces import load_pool
+from kit.offline.traces import load_pool
+from kit.runtime.profiles import get_profile
+from kit.runtime.prompts import COT
+from kit.runtime.records import RunRecorder
+from kit.runtime.solver import Solver, SolverConfig
+from kit.sim.replay import ReplayConfig, ReplayEngine
 
 KIT = str(Path(__file__).resolve().parents[1] / "kit")
 SIMULATION = (str(Path(KIT) / "engines" / "replay.py"),)

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from kit.competition import DEFAULT_PROFILE, PROFILES
-from kit.config import ConfigError
+from kit.runtime.config import ConfigError
+from kit.runtime.profiles import DEFAULT_PROFILE, PROFILES
 
 KnownError = (FileNotFoundError, ValueError, ConfigError)
 """Errors the user can fix: printed as one line, exit code 2."""
@@ -101,8 +101,8 @@ def _simulate(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from kit.engines.replay import SPEED_PRESETS
-    from kit.simulate import compare, load_pool_arg, plot
+    from kit.sim.replay import SPEED_PRESETS
+    from kit.sim.simulate import compare, load_pool_arg, plot
 
     if args.hardware not in SPEED_PRESETS:
         raise ValueError(f"unknown hardware {args.hardware!r}; choose one of {sorted(SPEED_PRESETS)}")
@@ -113,8 +113,8 @@ def _simulate(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     extra = []
     if args.difficulty is not None:
-        from kit.difficulty import DifficultyPredictor
-        from kit.schedule import Ours
+        from kit.learn.difficulty import DifficultyPredictor
+        from kit.runtime.schedule import Ours
 
         if not all(p.text for p in pool):
             raise ValueError(f"--difficulty needs problem texts; the pool {args.pool} has none (use a trace pool "
@@ -195,7 +195,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _dryrun(args: argparse.Namespace) -> int:
-    from kit.dryrun import DryRunOptions, run
+    from kit.runtime.dryrun import DryRunOptions, run
 
     summary = run(DryRunOptions(
         problems=args.problems, model=args.model, engine=args.engine, traces=args.traces,
@@ -212,7 +212,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from kit.evaluate import DEFAULT_BUDGETS, evaluate, load_runs, print_summary, write_json, write_report
+    from kit.offline.evaluate import (
+        DEFAULT_BUDGETS,
+        evaluate,
+        load_runs,
+        print_summary,
+        write_json,
+        write_report,
+    )
 
     console = Console(width=None if sys.stdout.isatty() else 150)
     if args.boot < 1:

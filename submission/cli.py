@@ -46,7 +46,7 @@ def _upload(args: argparse.Namespace) -> int:
 
             competition = load_build_config(args.config).competition
         else:
-            from kit.competition import get_profile
+            from kit.runtime.profiles import get_profile
 
             competition = get_profile(args.profile).competition_slug
     return upload(args.dist, competition, args.dry_run, args.new, args.message)

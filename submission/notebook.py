@@ -72,7 +72,7 @@ Profile `{profile}`, competition `{competition}`. Internet off: packages come fr
 Cells: config → offline install → environment → kit source → versions → gateway.
 """
 
-CONFIG_CELL = '''# Build config (YAML): `submission:` → kit.kaggle.SubmissionConfig, `kaggle:` → build/upload metadata.
+CONFIG_CELL = '''# Build config (YAML): `submission:` → kit.runtime.kaggle.SubmissionConfig, `kaggle:` → build/upload metadata.
 import yaml
 CONFIG_YAML = {yaml_text!r}
 CONFIG = yaml.safe_load(CONFIG_YAML)
@@ -154,8 +154,8 @@ print("GPUs:", gpus or "none")
 '''
 
 GATEWAY_CELL = '''# Gateway: rerun -> server.serve(); competition data present -> its local gateway; else kit's LocalGateway.
-from kit.config import from_dict
-from kit.kaggle import SubmissionConfig, build_predict, run_gateway
+from kit.runtime.config import from_dict
+from kit.runtime.kaggle import SubmissionConfig, build_predict, run_gateway
 _from_dict = getattr(SubmissionConfig, "from_dict", None)
 cfg = _from_dict(CONFIG["submission"]) if _from_dict else from_dict(SubmissionConfig, CONFIG["submission"])
 print(cfg)

@@ -108,7 +108,7 @@ def check_submission(parquet: Path, problems: Path, answer_range: tuple[int, int
 
 
 def _gateway_report(workdir: Path, records_dir: str) -> dict | None:
-    """kit.kaggle's LocalGateway report (per-call seconds, violations, score), when it wrote one."""
+    """kit.runtime.kaggle's LocalGateway report (per-call seconds, violations, score), when it wrote one."""
     path = workdir / records_dir / "gateway_report.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -118,7 +118,7 @@ def _gateway_report(workdir: Path, records_dir: str) -> dict | None:
 
 def rehearse(nb_path: Path, out_dir: Path, problems: Path | None, profile: str = "aimo2",
              timeout: int = 1800, keep_workdir: bool = False, records_dir: str = "aimo-records") -> dict:
-    from kit.competition import get_profile
+    from kit.runtime.profiles import get_profile
 
     prof = get_profile(profile)
     problems = (problems or DEFAULT_PROBLEMS).resolve()

@@ -1,4 +1,4 @@
-"""The build config: a YAML file with a ``submission:`` section (kit.kaggle.SubmissionConfig) and a
+"""The build config: a YAML file with a ``submission:`` section (kit.runtime.kaggle.SubmissionConfig) and a
 ``kaggle:`` section (kernel id/title, competition, dataset sources, model path, python version)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.config import ConfigError, from_dict
+from kit.runtime.config import ConfigError, from_dict
 from submission import CONFIG_DIR, SubmissionError
 
 
@@ -56,7 +56,7 @@ class BuildConfig:
     def competition(self) -> str:
         if self.kaggle.competition:
             return self.kaggle.competition
-        from kit.competition import get_profile
+        from kit.runtime.profiles import get_profile
 
         return get_profile(self.profile).competition_slug
 
@@ -100,10 +100,10 @@ def load_build_config(name: str | Path) -> BuildConfig:
 
 
 def check_submission_section(sub: dict[str, Any], path: Path) -> None:
-    """Validate the ``submission:`` section against kit.kaggle.SubmissionConfig when it is importable."""
+    """Validate the ``submission:`` section against kit.runtime.kaggle.SubmissionConfig when it is importable."""
     try:
-        from kit.kaggle import SubmissionConfig
-    except ImportError:  # kit.kaggle not there yet: the notebook validates at run time
+        from kit.runtime.kaggle import SubmissionConfig
+    except ImportError:  # kit.runtime.kaggle not there yet: the notebook validates at run time
         return
     try:
         from_dict(SubmissionConfig, sub, where=f"{path} [submission]")

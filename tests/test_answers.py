@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from kit.answers import extract_answer, grade, to_int_answer
+from kit.runtime.answers import extract_answer, grade, to_int_answer
 
 # (model output, expected extract_answer) — the cases that broke public notebooks, and more.
 EXTRACTION_CASES = [

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from kit.answers import extract_answer, grade
-from kit.traces import load_pool
+from kit.offline.traces import load_pool
+from kit.runtime.answers import extract_answer, grade
 
 POOLS = ["skythought_aime24", "tora_gsm8k", "nemoskills"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kit.competition import AIMO2, PROFILES, get_profile
+from kit.runtime.profiles import AIMO2, PROFILES, get_profile
 
 
 def test_default_is_aimo2() -> None:

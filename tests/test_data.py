@@ -1,4 +1,4 @@
-"""Data curation (kit.data, training.curate): loaders, decontamination, dedup, selection, end to end."""
+"""Data curation (kit.learn.data, training.curate): loaders, decontamination, dedup, selection, end to end."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kit.config import ConfigError, load_yaml
-from kit.data import (
+from kit.learn.data import (
     DataError,
     DropReport,
     contamination,
@@ -25,6 +24,7 @@ from kit.data import (
     shortest_correct,
     verify,
 )
+from kit.runtime.config import ConfigError, load_yaml
 
 SYNTH = [
     "Find the number of ordered pairs of positive integers whose product is a perfect square less than 500.",
@@ -97,7 +97,7 @@ def test_pass_rate_band() -> None:
             rows.append((pid, f"problem {pid} " * 5, "7", f"trace {k} \\boxed{{7}}", k < n_ok))
     df = pl.DataFrame(rows, schema=["problem_id", "problem", "answer", "generation", "generation_correct"],
                       orient="row")
-    from kit.data import _finish
+    from kit.learn.data import _finish
     res = curate([_finish(df.with_columns(pl.lit("s").alias("source")), None, "t")], eval_sets={})
     assert sorted(res.sft["problem_id"]) == ["hard", "mid"]
     d = res.report.to_dict()["dropped"]["sft"]

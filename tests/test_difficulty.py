@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.config import ConfigError
-from kit.data import DataError
-from kit.difficulty import (
+from kit.learn.data import DataError
+from kit.learn.difficulty import (
     CLIP,
     DifficultyPredictor,
     ProblemSamples,
@@ -35,12 +34,13 @@ from kit.difficulty import (
     table_hook,
     targets_frame,
 )
-from kit.engines.replay import SpeedModel
-from kit.records import RunRecorder
-from kit.schedule import Ours, TimeBank
-from kit.simulate import SimProblem, monte_carlo, pool_from_records, pool_from_traces
-from kit.tokens import ApproxTokenizer
-from kit.traces import load_pool
+from kit.offline.traces import load_pool
+from kit.runtime.config import ConfigError
+from kit.runtime.records import RunRecorder
+from kit.runtime.schedule import Ours, TimeBank
+from kit.runtime.tokens import ApproxTokenizer
+from kit.sim.replay import SpeedModel
+from kit.sim.simulate import SimProblem, monte_carlo, pool_from_records, pool_from_traces
 from training.common import load_config
 from training.difficulty import DifficultyConfig, crossfit, load_targets, run
 
@@ -231,7 +231,7 @@ def test_splits_are_by_problem_disjoint_and_seeded() -> None:
 def test_tiny_encoder_is_cached_and_uses_the_tiny_tokenizer(tmp_path: Path) -> None:
     from transformers import AutoConfig, AutoTokenizer
 
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     path = build_tiny_encoder(tmp_path / "enc")
     stamp = (path / "model.safetensors").stat().st_mtime_ns
@@ -332,7 +332,7 @@ def test_predictor_hook_orders_real_deadlines(trained: tuple[Path, object]) -> N
 @pytest.mark.slow
 def test_dryrun_time_bank_uses_a_trained_predictor(trained: tuple[Path, object], tmp_path: Path) -> None:
     from kit.cli import main as kit_main
-    from kit.records import read_events
+    from kit.runtime.records import read_events
 
     trained_dir, _ = trained
     out = tmp_path / "predictor"  # the trained predictor with its reference doubled: factors near 0.5
@@ -372,7 +372,7 @@ def test_simulate_cli_adds_ours_with_the_predictor(trained: tuple[Path, object],
 
 def test_a_predictor_only_feeds_ours_and_must_exist(tmp_path: Path) -> None:
     from kit.cli import main as kit_main
-    from kit.difficulty import policy_with_difficulty
+    from kit.learn.difficulty import policy_with_difficulty
 
     with pytest.raises(ValueError, match="only feeds the 'ours' time policy"):
         policy_with_difficulty("equal", tmp_path)

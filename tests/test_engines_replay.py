@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from kit.engines.base import Chunk, Engine, GenParams, RealClock
-from kit.engines.replay import ReplayConfig, ReplayEngine, SpeedModel, VirtualClock
-from kit.sandbox.tir import extract_code
-from kit.traces import RecordedSample, load_pool
+from kit.offline.traces import RecordedSample, load_pool
+from kit.runtime.engines.base import Chunk, Engine, GenParams, RealClock
+from kit.runtime.sandbox.tir import extract_code
+from kit.sim.replay import ReplayConfig, ReplayEngine, SpeedModel, VirtualClock
 
 SHORT_PROBLEM = "9"
 """SkyThought AIME24 problem whose 11 samples are the shortest (≤ 7.8k chars): fast tests."""
@@ -505,7 +505,7 @@ REC = "Plan.\n```python\nprint(6*7)\n```\n```output\n42\n```\nSo \\boxed{42}.\n`
     ],
 )
 def test_alignment_of_continuation_prompts(generated: str, resume_at: str, unaligned: bool) -> None:
-    from kit.engines.replay import _align
+    from kit.sim.replay import _align
 
     cfg = ReplayConfig()
     a = _align(REC, generated, cfg.output_start, cfg.output_end, re.compile(cfg.output_gap))
@@ -516,7 +516,7 @@ def test_alignment_of_continuation_prompts(generated: str, resume_at: str, unali
 def test_common_prefix_matches_a_plain_scan() -> None:
     import random
 
-    from kit.engines.replay import _common_prefix
+    from kit.sim.replay import _common_prefix
 
     rng = random.Random(0)
     for _ in range(300):

@@ -23,17 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from kit.engines.base import Chunk, Engine, GenParams
-from kit.engines.memory import PresetDoesNotFit
-from kit.engines.presets import get_preset
-from kit.engines.vllm_engine import (
+from kit.runtime.engines.base import Chunk, Engine, GenParams
+from kit.runtime.engines.memory import PresetDoesNotFit
+from kit.runtime.engines.presets import get_preset
+from kit.runtime.engines.vllm_engine import (
     EngineStartTimeout,
     ModelNotFound,
     VLLMEngine,
     _in_daemon_thread,
     _Watchdog,
 )
-from kit.tiny_model import build_tiny_model
+from kit.runtime.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.slow
 

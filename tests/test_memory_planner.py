@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.config import ConfigError
-from kit.engines.memory import GPUS, GiB, ModelShape, PresetDoesNotFit, plan
-from kit.engines.presets import PRESETS, EnginePreset, PresetError, get_preset
+from kit.runtime.config import ConfigError
+from kit.runtime.engines.memory import GPUS, GiB, ModelShape, PresetDoesNotFit, plan
+from kit.runtime.engines.presets import PRESETS, EnginePreset, PresetError, get_preset
 
 # Public Hugging Face config.json values (Qwen/Qwen2.5-7B-Instruct, Qwen/Qwen2.5-14B-Instruct; the
 # DeepSeek-R1-Distill-Qwen models share these shapes). Only the keys the planner reads, plus dtype.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.records import (
+from kit.runtime.records import (
     RECORD_VERSION,
     RecordFormatError,
     RunRecorder,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from kit.rewards import (
+from kit.learn.rewards import (
     REWARDS,
     accuracy_reward,
     cosine_value,

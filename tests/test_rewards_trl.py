@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.rewards import REWARDS
+from kit.learn.rewards import REWARDS
 
 
 @pytest.mark.slow
@@ -15,7 +15,7 @@ def test_grpo_trainer_calls_every_reward(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     path = build_tiny_model()
     tok = AutoTokenizer.from_pretrained(path)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.sandbox import (
+from kit.runtime.sandbox import (
     OPENMATH,
     QWEN,
     RunResult,
@@ -310,7 +310,7 @@ def test_bad_input_and_config() -> None:
 
 
 def test_self_test_passes_here_and_a_failure_refuses_to_start(sb: Sandbox, monkeypatch) -> None:
-    from kit.sandbox import selftest
+    from kit.runtime.sandbox import selftest
 
     assert selftest.self_test(sb) == []
     monkeypatch.setattr(selftest, "self_test", lambda box: ["memory limit (1024 MB): got ok"])

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from kit.sandbox import RunResult, Sandbox, Status
-from kit.traces import RecordedSample, load_pool
+from kit.offline.traces import RecordedSample, load_pool
+from kit.runtime.sandbox import RunResult, Sandbox, Status
 
 TORA_TIMEOUT = 5.0
 """ToRA's ``PythonExecutor`` default ``timeout_length``."""

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from kit.competition import get_profile
-from kit.engines.replay import ReplayConfig, ReplayEngine, SpeedModel
-from kit.prompts import COT
-from kit.schedule import POLICIES, Budget, Outcome, TimeBank, make_policy
-from kit.simulate import (
+from kit.runtime.profiles import get_profile
+from kit.runtime.prompts import COT
+from kit.runtime.schedule import POLICIES, Budget, Outcome, TimeBank, make_policy
+from kit.runtime.solver import Solver, SolverConfig, sample_seed
+from kit.runtime.voting import StopRules
+from kit.sim.replay import ReplayConfig, ReplayEngine, SpeedModel
+from kit.sim.simulate import (
     Oracle,
     SimProblem,
     compare,
@@ -26,8 +28,6 @@ from kit.simulate import (
     race,
     run_competition,
 )
-from kit.solver import Solver, SolverConfig, sample_seed
-from kit.voting import StopRules
 
 AIMO2 = get_profile("aimo2")
 SPEED = SpeedModel.l4x4_7b_awq()
@@ -147,7 +147,7 @@ def test_ours_beats_the_baselines_on_two_pools(sky) -> None:
 
 def test_race_matches_the_real_solver_on_the_replay_engine(sky) -> None:
     """The simulator's analytic race and the real solver agree on decision, answer, samples and time."""
-    from kit.traces import load_pool
+    from kit.offline.traces import load_pool
 
     recorded: dict[str, list] = {}
     for s in load_pool("skythought_aime24"):
@@ -173,7 +173,7 @@ def test_race_matches_the_real_solver_on_the_replay_engine(sky) -> None:
 
 
 def test_pool_from_our_records(tmp_path: Path) -> None:
-    from kit.records import RunRecorder
+    from kit.runtime.records import RunRecorder
 
     with RunRecorder(tmp_path / "records.jsonl") as rec:
         for pid, gold in (("a", 5), ("b", 7)):

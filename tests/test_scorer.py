@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.data import DataError
-from kit.scorer import (
+from kit.learn.data import DataError
+from kit.learn.scorer import (
     META_FILE,
     InputFormat,
     Scorer,
@@ -22,8 +22,8 @@ from kit.scorer import (
     split_problems,
     train_scorer,
 )
-from kit.selection import STRATEGIES, Candidate, problems_from_pool, strategy_table
-from kit.tiny_model import build_tiny_model
+from kit.offline.selection import STRATEGIES, Candidate, problems_from_pool, strategy_table
+from kit.runtime.tiny_model import build_tiny_model
 from training.scorer import main as scorer_main
 
 TINY_YAML = "training/configs/scorer_tiny.yaml"
@@ -94,7 +94,7 @@ def test_cli_reports_unusable_input_in_one_line(tmp_path: Path, capsys) -> None:
 
 def test_records_give_pairs_with_their_recorded_problem_texts(tmp_path: Path) -> None:
     from kit.cli import main as kit_main
-    from kit.records import RunRecorder
+    from kit.runtime.records import RunRecorder
     from training.scorer import ScorerConfig, load_problems_for
 
     assert kit_main(["dryrun", "--engine", "replay", "--limit", "3", "--samples", "6", "--max-tokens", "100000",

@@ -12,13 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.answers import extract_answer
-from kit.competition import get_profile
-from kit.config import ConfigError, load_yaml
-from kit.engines.replay import ReplayConfig, ReplayEngine
-from kit.prompts import COT
-from kit.records import RecordFormatError, RunRecorder, read_events
-from kit.selection import (
+from kit.offline.selection import (
     STRATEGIES,
     Candidate,
     SampleWeights,
@@ -33,10 +27,16 @@ from kit.selection import (
     strategy_table,
     weighted_strategy,
 )
-from kit.solver import SAMPLING_PRESETS, SamplingSpec, Solver, SolverConfig
-from kit.tokens import ApproxTokenizer
-from kit.traces import load_pool
-from kit.voting import Vote, majority
+from kit.offline.traces import load_pool
+from kit.runtime.answers import extract_answer
+from kit.runtime.config import ConfigError, load_yaml
+from kit.runtime.profiles import get_profile
+from kit.runtime.prompts import COT
+from kit.runtime.records import RecordFormatError, RunRecorder, read_events
+from kit.runtime.solver import SAMPLING_PRESETS, SamplingSpec, Solver, SolverConfig
+from kit.runtime.tokens import ApproxTokenizer
+from kit.runtime.voting import Vote, majority
+from kit.sim.replay import ReplayConfig, ReplayEngine
 
 AIMO2 = get_profile("aimo2")
 

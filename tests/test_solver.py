@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from kit.answers import extract_answer
-from kit.competition import get_profile
-from kit.engines.base import GenParams
-from kit.engines.replay import ReplayConfig, ReplayEngine
-from kit.prompts import COT, TIR
-from kit.records import RunRecorder, read_events
-from kit.sandbox import Sandbox
-from kit.solver import Solver, SolverConfig, is_looping, sample_seed
-from kit.traces import load_pool
-from kit.voting import StopRules, Vote, decided, majority
+from kit.offline.traces import load_pool
+from kit.runtime.answers import extract_answer
+from kit.runtime.engines.base import GenParams
+from kit.runtime.profiles import get_profile
+from kit.runtime.prompts import COT, TIR
+from kit.runtime.records import RunRecorder, read_events
+from kit.runtime.sandbox import Sandbox
+from kit.runtime.solver import Solver, SolverConfig, is_looping, sample_seed
+from kit.runtime.voting import StopRules, Vote, decided, majority
+from kit.sim.replay import ReplayConfig, ReplayEngine
 
 AIMO2 = get_profile("aimo2")
 

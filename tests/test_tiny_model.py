@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.tiny_model import (
+from kit.runtime.tiny_model import (
     IM_END,
     MARKER_FILE,
     PAD_TOKEN,
@@ -157,7 +157,7 @@ def test_reuse_force_and_spec_change(tmp_path: Path) -> None:
 def test_concurrent_builds_never_expose_half_a_model(tmp_path: Path) -> None:
     """Two processes build the same fresh path at once (as parallel test workers would)."""
     path = tmp_path / "shared"
-    code = ("import sys, json; from pathlib import Path; from kit.tiny_model import build_tiny_model; "
+    code = ("import sys, json; from pathlib import Path; from kit.runtime.tiny_model import build_tiny_model; "
             "p = build_tiny_model(Path(sys.argv[1])); "
             "print(json.loads((p / 'config.json').read_text())['vocab_size'])")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,

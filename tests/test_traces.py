@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kit.traces import TraceFormatError, load_pool, load_samples, trace_files
+from kit.offline.traces import TraceFormatError, load_pool, load_samples, trace_files
 
 
 def test_bundled_pools_load() -> None:

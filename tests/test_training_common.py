@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.config import ConfigError
-from kit.data import DataError
+from kit.learn.data import DataError
+from kit.runtime.config import ConfigError
 from training.common import cli, load_config, read_jsonl, resolve_model
 
 

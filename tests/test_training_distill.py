@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit.config import ConfigError
-from kit.data import DataError
+from kit.learn.data import DataError
+from kit.runtime.config import ConfigError
 from training.common import load_config
 from training.distill import (
     IGNORE_INDEX,
@@ -174,7 +174,7 @@ def test_temperature_schedules() -> None:
 def tok():
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     return AutoTokenizer.from_pretrained(build_tiny_model())
 
@@ -275,7 +275,7 @@ def test_config_values_are_checked(tmp_path: Path) -> None:
 def teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A different tiny model with the student's tokenizer: same seed (the tokenizer's corpus depends on
     it), other layer/logit scales, so its weights and next-token distributions differ."""
-    from kit.tiny_model import TinyModelSpec, build_tiny_model
+    from kit.runtime.tiny_model import TinyModelSpec, build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("models") / "teacher",
                             spec=TinyModelSpec(layer_std=0.1, noise_logit_std=3.0))
@@ -283,10 +283,10 @@ def teacher_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sft_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Curated SFT data as kit.data.write_sft writes it."""
+    """Curated SFT data as kit.learn.data.write_sft writes it."""
     import polars as pl
 
-    from kit.data import write_sft
+    from kit.learn.data import write_sft
 
     rows = [{"problem_id": f"p{i}", "source": "test", "problem": f"What is {i} plus {i + 1}?",
              "generation": f"<think>\nI add {i} and {i + 1}. Let me check: the sum is {2 * i + 1}.\n</think>\n\n"
@@ -301,7 +301,7 @@ def test_vocabulary_mismatch_names_both_models(tmp_path: Path, tok, teacher_path
                                                capsys: pytest.CaptureFixture[str]) -> None:
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import TinyModelSpec, build_tiny_model
+    from kit.runtime.tiny_model import TinyModelSpec, build_tiny_model
 
     check_same_vocabulary(tok, AutoTokenizer.from_pretrained(teacher_path), "tiny", str(teacher_path))
     other = build_tiny_model(tmp_path / "other", spec=TinyModelSpec(seed=7))  # another corpus → another BPE
@@ -320,7 +320,7 @@ def test_two_real_steps_with_a_different_teacher(tmp_path: Path, teacher_path: P
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     out = tmp_path / "distilled"
     rc = main(["--config", str(CONFIGS / "distill_tiny.yaml"), "--set", f"teacher={teacher_path}",
@@ -357,7 +357,7 @@ def test_chat_template_choice(tmp_path: Path, teacher_path: Path, sft_path: Path
 
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import CHAT_TEMPLATE, build_tiny_model
+    from kit.runtime.tiny_model import CHAT_TEMPLATE, build_tiny_model
 
     student = tmp_path / "student"
     shutil.copytree(build_tiny_model(), student)

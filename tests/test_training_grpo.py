@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.config import ConfigError, load_yaml
-from kit.data import DataError
-from kit.rewards import REWARDS
+from kit.learn.data import DataError
+from kit.learn.rewards import REWARDS
+from kit.runtime.config import ConfigError, load_yaml
 from training.grpo import (
     RESULT_FILE,
     GrpoConfig,
@@ -147,7 +147,7 @@ def test_bad_data_fails_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFi
 def test_prompts_over_max_prompt_length_are_dropped_not_cut(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model())
     rows = load_rl_rows(_rl(tmp_path, [{"prompt": "short", "answer": 1}, {"prompt": "long " * 400, "answer": 2}]))
@@ -184,7 +184,7 @@ def test_two_steps_through_main_with_all_five_rewards(tmp_path: Path, capsys: py
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kit.tiny_model import build_tiny_model
+    from kit.runtime.tiny_model import build_tiny_model
 
     data, out = _rl(tmp_path), tmp_path / "model"
     assert main(["--config", str(TINY_YAML), "--set", f"data={data}", "--set", f"out={out}"]) == 0

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import training.merge as merge_mod
-from kit.config import ConfigError, from_dict
+from kit.runtime.config import ConfigError, from_dict
 from training.common import load_config
 from training.merge import MergeConfig, MergeModel, main, run
 
@@ -44,7 +44,7 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two different tiny models (float32 and bf16 copies), each sharded differently."""
-    from kit.tiny_model import TinyModelSpec, build_tiny_model
+    from kit.runtime.tiny_model import TinyModelSpec, build_tiny_model
 
     root = tmp_path_factory.mktemp("merge-models")
     a_src = build_tiny_model()

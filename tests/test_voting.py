@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kit.voting import (
+from kit.runtime.voting import (
     PLAIN,
     SECOND_PLACE_RULES,
     SECOND_PLACE_WEIGHTING,

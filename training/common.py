@@ -17,20 +17,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kit.config import ConfigError, from_dict, read_yaml
-from kit.data import DataError
+from kit.learn.data import DataError
+from kit.runtime.config import ConfigError, from_dict, read_yaml
 
 C = TypeVar("C")
 
 TINY_MODEL = "tiny"
-"""Model name that resolves to the offline tiny Qwen2 built by :func:`kit.tiny_model.build_tiny_model`."""
+"""Model name that resolves to the offline tiny Qwen2 built by :func:`kit.runtime.tiny_model.build_tiny_model`."""
 
 
 def resolve_model(name_or_path: str) -> str:
     """``"tiny"`` → the cached tiny model's folder; anything else is returned unchanged (a local path or
     a hub id the user's machine can reach)."""
     if name_or_path == TINY_MODEL:
-        from kit.tiny_model import build_tiny_model
+        from kit.runtime.tiny_model import build_tiny_model
 
         return str(build_tiny_model())
     return name_or_path

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kit.data import EVAL_SETS, DropReport, curate, load_any, load_eval_sets, write_rl, write_sft
+from kit.learn.data import EVAL_SETS, DropReport, curate, load_any, load_eval_sets, write_rl, write_sft
 from training.common import cli
 
 

@@ -1,6 +1,6 @@
 """Train the difficulty / token predictor: ``python -m training.difficulty --config training/configs/difficulty.yaml``.
 
-Problem text → log of the tokens a correct answer needed (targets: :func:`kit.difficulty.targets_frame`
+Problem text → log of the tokens a correct answer needed (targets: :func:`kit.learn.difficulty.targets_frame`
 over run records and trace pools), a one-output ``AutoModelForSequenceClassification`` regressor
 (``problem_type="regression"``: MSE on standardised log-tokens) trained with transformers ``Trainer``.
 A held-out split *by problem* measures Spearman/Pearson/MAE against a constant prediction (the
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kit.data import DataError
-from kit.difficulty import (
+from kit.learn.data import DataError
+from kit.learn.difficulty import (
     CLIP,
     DifficultyPredictor,
     PredictorMeta,

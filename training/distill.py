@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from kit.config import ConfigError
-from kit.data import DataError
+from kit.learn.data import DataError
+from kit.runtime.config import ConfigError
 from training.common import cli, on_gpu, read_jsonl, resolve_model
 from training.sft import resolve_chat_template
 

@@ -4,16 +4,16 @@ trl's :class:`~trl.GRPOTrainer` does the RL; this module decides what it is fed 
 
 * **Data**: the RL jsonl written by ``python -m training.curate`` (``{"problem_id", "source", "prompt",
   "answer": int}``), checked before any weights load (a missing or non-integer answer is a
-  :class:`~kit.data.DataError` naming file:line and field), turned into conversational prompts with the
-  kit's chain-of-thought template (:data:`kit.prompts.COT`) and the competition's answer rule — the same
+  :class:`~kit.learn.data.DataError` naming file:line and field), turned into conversational prompts with the
+  kit's chain-of-thought template (:data:`kit.runtime.prompts.COT`) and the competition's answer rule — the same
   words the submission's solver uses, so the policy is trained on the prompt it will be asked.
-* **Rewards**: any of :data:`kit.rewards.REWARDS` with a weight and parameters
+* **Rewards**: any of :data:`kit.learn.rewards.REWARDS` with a weight and parameters
   (``{name: efficiency, weight: 1.0, params: {alpha: 0.2}}``); trl sums ``weight × reward``.
 * **Matched settings for the Arora–Zanette length penalty** (``efficiency``; DESIGN.md §4): advantages
   must not be divided by the group's reward std (``scale_rewards: none``) — dividing makes the size of
   the length push independent of α and was seen to collapse accuracy — and the loss must not be
   normalised per sequence (trl's ``loss_type: grpo`` favours short positive / long negative samples by
-  itself, a length pressure α does not control). Either mismatch is a :class:`~kit.config.ConfigError`
+  itself, a length pressure α does not control). Either mismatch is a :class:`~kit.runtime.config.ConfigError`
   unless ``allow_biased_efficiency: true``. trl's baseline is the group mean *including* the sample:
   A_i = r_i − mean_j r_j = (G−1)/G · (r_i − mean_{j≠i} r_j), i.e. the paper's RLOO advantage times a
   constant (G−1)/G — the same direction, a scale Adam's normalisation removes (docs/grpo.md).
@@ -39,11 +39,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kit.competition import get_profile
-from kit.config import ConfigError
-from kit.data import DataError
-from kit.prompts import COT
-from kit.rewards import REWARDS, RewardFn, get_reward
+from kit.learn.data import DataError
+from kit.learn.rewards import REWARDS, RewardFn, get_reward
+from kit.runtime.config import ConfigError
+from kit.runtime.profiles import get_profile
+from kit.runtime.prompts import COT
 from training.common import cli, on_gpu, read_jsonl, resolve_model
 
 DEFAULT_CONFIG = "training/configs/grpo.yaml"
@@ -63,7 +63,7 @@ LENGTH_UNBIASED_LOSSES = ("dapo", "dr_grpo")
 
 @dataclass
 class RewardSpec:
-    """One reward term: ``weight × kit.rewards.get_reward(name, **params)``."""
+    """One reward term: ``weight × kit.learn.rewards.get_reward(name, **params)``."""
 
     name: str
     weight: float = 1.0

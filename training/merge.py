@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import safe_open
 
-from kit.config import ConfigError
+from kit.runtime.config import ConfigError
 from training.common import cli, resolve_model
 
 if TYPE_CHECKING:

@@ -51,10 +51,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kit.config import ConfigError
-from kit.data import DataError
-from kit.engines.memory import ModelShape, read_model_config
-from kit.engines.vllm_engine import ModelNotFound, validate_model_dir
+from kit.learn.data import DataError
+from kit.runtime.config import ConfigError
+from kit.runtime.engines.memory import ModelShape, read_model_config
+from kit.runtime.engines.vllm_engine import ModelNotFound, validate_model_dir
 from training.common import cli, on_gpu, read_jsonl, resolve_model
 
 DEFAULT_CONFIG = "training/configs/quantize.yaml"
@@ -85,7 +85,7 @@ class QuantizeConfig:
     """Tensor-parallel sizes vLLM must be able to load the checkpoint with (4 = Kaggle's 4×L4): each GPU's
     slice of a row-parallel layer's input must still be whole groups (checked before quantising)."""
     calibration: list[str] = field(default_factory=lambda: ["skythought_aime24", "nemoskills"])
-    """Bundled trace pools (kit.traces.BUNDLED_POOLS), trace files/folders (.jsonl/.jsonl.gz, Qwen-harness
+    """Bundled trace pools (kit.offline.traces.BUNDLED_POOLS), trace files/folders (.jsonl/.jsonl.gz, Qwen-harness
     or NeMo-Skills layout), or jsonl files with ``messages`` (SFT rows: user, assistant) or ``text``."""
     num_samples: int = 128
     max_seq_len: int = 2048
@@ -207,7 +207,7 @@ class CalibrationSample:
 
 
 def _from_traces(entry: str, correct_only: bool) -> list[CalibrationSample]:
-    from kit.traces import TraceFormatError, load_pool
+    from kit.offline.traces import TraceFormatError, load_pool
 
     try:
         recorded = load_pool(entry)
@@ -261,7 +261,7 @@ def _from_jsonl(path: Path) -> list[CalibrationSample]:
 
 
 def _is_trace_file(entry: str) -> bool:
-    from kit.traces import BUNDLED_POOLS
+    from kit.offline.traces import BUNDLED_POOLS
 
     if entry in BUNDLED_POOLS:
         return True

@@ -4,16 +4,16 @@ Pairs (same problem, a correct vs a wrong answered sample) come from a recorded 
 records; problems are split into training and hold-out *by problem*; trl's ``RewardTrainer`` trains a
 ``num_labels=1`` sequence classifier from ``model``; the folder ``out`` then holds the model, its
 tokenizer and ``scorer.json`` (input format, the split, hold-out pair accuracy), ready for
-:class:`kit.scorer.Scorer` and the ``scorer`` selection strategy. See ``docs/selection.md``.
+:class:`kit.learn.scorer.Scorer` and the ``scorer`` selection strategy. See ``docs/selection.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kit.data import DataError
-from kit.scorer import InputFormat, TrainResult, TrainSettings, split_problems, train_scorer
-from kit.selection import ProblemCandidates, problems_from_pool, problems_from_records
+from kit.learn.data import DataError
+from kit.learn.scorer import InputFormat, TrainResult, TrainSettings, split_problems, train_scorer
+from kit.offline.selection import ProblemCandidates, problems_from_pool, problems_from_records
 from training.common import cli, resolve_model
 
 
@@ -37,7 +37,7 @@ class ScorerConfig:
     format: InputFormat = field(default_factory=InputFormat)
     """How (problem, sample) becomes the scorer's input: ``max_length``, ``max_problem_tokens``, ``keep``."""
     train: TrainSettings = field(default_factory=TrainSettings)
-    """The trainer knobs (``learning_rate``, ``max_steps``, batch sizes, ...): ``kit.scorer.TrainSettings``."""
+    """The trainer knobs (``learning_rate``, ``max_steps``, batch sizes, ...): ``kit.learn.scorer.TrainSettings``."""
 
     def __post_init__(self) -> None:
         if (self.pool is None) == (self.records is None):
@@ -50,7 +50,7 @@ def load_problems_for(cfg: ScorerConfig) -> tuple[list[ProblemCandidates], str]:
     """The configured source as selection problems, and its name for messages."""
     if cfg.pool is not None:
         return problems_from_pool(cfg.pool, cfg.profile), f"pool {cfg.pool}"
-    from kit.problems import load_problems
+    from kit.runtime.problems import load_problems
 
     assert cfg.records is not None
     texts = None

@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kit.config import ConfigError
-from kit.data import DataError
-from kit.tiny_model import CHAT_TEMPLATE as _TINY_CHAT_TEMPLATE
+from kit.learn.data import DataError
+from kit.runtime.config import ConfigError
+from kit.runtime.tiny_model import CHAT_TEMPLATE as _TINY_CHAT_TEMPLATE
 from training.common import cli, on_gpu, read_jsonl, resolve_model
 
 DEFAULT_CONFIG = "training/configs/sft.yaml"
@@ -181,7 +181,7 @@ def _check_messages(messages: Any, where: str) -> str:
     reasoning = _reasoning(content)
     if reasoning is None:
         raise DataError(f"{where}: messages[{last}].content (assistant) has no {THINK_OPEN}…{THINK_CLOSE} "
-                        "reasoning block (expected kit.data.format_assistant's layout)")
+                        "reasoning block (expected kit.learn.data.format_assistant's layout)")
     if not reasoning:
         raise DataError(f"{where}: messages[{last}].content (assistant) has an empty {THINK_OPEN} block")
     return reasoning

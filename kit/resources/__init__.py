@@ -1,15 +1,10 @@
-"""Data bundled with the kit (problem sets, recorded traces); see SOURCES.md beside this file."""
+"""Compatibility alias: this module lives at :mod:`kit.runtime.resources` now (docs/architecture.md: layers).
 
-from __future__ import annotations
+Old imports keep working and give the very same module object (``kit.resources is kit.runtime.resources``).
+"""
 
-from pathlib import Path
+import sys
 
-ROOT = Path(__file__).resolve().parent
+import kit.runtime.resources as _moved
 
-
-def resource_path(*parts: str) -> Path:
-    """Path of a bundled file, with a clear error if it is missing (e.g. a partial install)."""
-    path = ROOT.joinpath(*parts)
-    if not path.exists():
-        raise FileNotFoundError(f"bundled resource {'/'.join(parts)!r} not found under {ROOT}")
-    return path
+sys.modules[__name__] = _moved

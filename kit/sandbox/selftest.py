@@ -1,42 +1,10 @@
-"""Start-up self-test: prove on this OS that the sandbox's limits hold, or refuse to start.
+"""Compatibility alias: this module lives at :mod:`kit.runtime.sandbox.selftest` now (docs/architecture.md: layers).
 
-A submission that silently runs without limits is how a memory bomb takes a 5-hour run down; checking
-costs well under a second.
+Old imports keep working and give the very same module object (``kit.sandbox.selftest is kit.runtime.sandbox.selftest``).
 """
 
-from __future__ import annotations
+import sys
 
-import os
-import tempfile
-import uuid
-from typing import TYPE_CHECKING
+import kit.runtime.sandbox.selftest as _moved
 
-from kit.sandbox.result import Status
-
-if TYPE_CHECKING:
-    from kit.sandbox.pool import Sandbox
-
-
-def self_test(sb: Sandbox) -> list[str]:
-    """Run hostile one-liners; return what was *not* enforced (empty list: all good)."""
-    failures: list[str] = []
-    mb = sb.config.memory_mb
-    r = sb.run(f"x = bytearray({2 * mb} * 1024 * 1024)")
-    if r.status is not Status.MEMORY:
-        failures.append(f"memory limit ({mb} MB): got {r.status.value}")
-    r = sb.run("while True:\n    pass", timeout=0.3)
-    if r.status is not Status.TIMEOUT or r.seconds > 0.3 + sb.config.grace + 1.0:
-        failures.append(f"time limit: got {r.status.value} after {r.seconds:.2f} s")
-    r = sb.run("import os\nos.fork()")
-    if r.status is not Status.ERROR:
-        failures.append(f"process creation: got {r.status.value}")
-    outside = os.path.join(tempfile.gettempdir(), f"aimo-sandbox-selftest-{uuid.uuid4().hex}")
-    r = sb.run(f"open({outside!r}, 'w').write('x')")
-    if r.status is not Status.ERROR or os.path.exists(outside):
-        failures.append(f"writes outside the temp dir: got {r.status.value}")
-        if os.path.exists(outside):
-            os.remove(outside)
-    r = sb.run("print(1 + 1)")
-    if r.status is not Status.OK or r.stdout != "2\n":
-        failures.append(f"plain code: got {r.status.value} {r.stdout!r} {r.stderr!r}")
-    return failures
+sys.modules[__name__] = _moved

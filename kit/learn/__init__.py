@@ -1,0 +1,1 @@
+"""The learning layer: curation, rewards, scorer, difficulty predictor (docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The offline layer: one run data model and reader, metrics, selection, reports (docs/architecture.md)."""

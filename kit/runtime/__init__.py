@@ -1,0 +1,1 @@
+"""The runtime layer: everything the submission notebook embeds (docs/architecture.md)."""

@@ -1,0 +1,15 @@
+"""Where the data bundled with the kit lives (``kit/resources``: problem sets, recorded traces; see its SOURCES.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "resources"
+
+
+def resource_path(*parts: str) -> Path:
+    """Path of a bundled file, with a clear error if it is missing (e.g. a partial install)."""
+    path = ROOT.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"bundled resource {'/'.join(parts)!r} not found under {ROOT}")
+    return path

@@ -1,0 +1,286 @@
+"""The run's time bank: how much of the 5 hours each problem gets, and with how many samples.
+
+Problems arrive one at a time in random order; the count (50) is known only by convention; each call
+must return within the per-call limit and the whole notebook within the total. A :class:`TimeBank`
+tracks the time left and asks a pluggable :class:`Policy` for each problem's :class:`Budget`; whatever
+the policy says, the bank clamps the deadline so that neither the per-call limit nor the total limit
+can be exceeded (minus safety margins), and past the cutoff it tells the caller to answer at once.
+
+Policies here: ``ours`` (bank share with carry-over, a cap that grows with the bank, more samples when
+time is plentiful, give-up on hopeless splits), the public baseline's ``linspace`` deadlines with its
+"speedrun" downshift, the AIMO2 2nd place's speed levels, a fixed ``equal`` split, and the ``oracle``
+(simulation only: knows each problem's true accuracy) as the upper bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from kit.runtime.profiles import Profile, get_profile
+from kit.runtime.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, Agreement, StopRules
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one problem may spend. ``deadline`` is an absolute clock time."""
+
+    deadline: float
+    n_samples: int
+    max_tokens: int
+    rules: StopRules
+    skip: bool = False
+    """Answer at once with the fallback (no time left)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Live signals the solver reports after a problem."""
+
+    seconds: float
+    tokens: int
+    reason: str
+    samples_finished: int
+    n_samples: int
+    margin: float = 0.0
+    """Vote share of the winning answer among finished samples (0..1)."""
+
+    @classmethod
+    def of(cls, result: Any) -> Outcome:
+        """The signals of a solver ``ProblemResult``."""
+        votes = sum(result.tally.values())
+        return cls(result.seconds, result.tokens, result.reason, result.samples_finished, len(result.samples),
+                   max(result.tally.values()) / votes if votes else 0.0)
+
+
+@dataclass
+class BankState:
+    start: float
+    end: float
+    """Clock time by which every answer must be in (start + total − start-up − safety)."""
+    per_call: float | None
+    n_problems: int
+    max_samples: int = 64
+    """Samples one problem can run at once (the engine's ``max_num_seqs``; a pool's samples per problem)."""
+    done: int = 0
+    spent: float = 0.0
+    history: list[Outcome] = field(default_factory=list)
+
+    def left(self, now: float) -> float:
+        return max(self.end - now, 0.0)
+
+    @property
+    def problems_left(self) -> int:
+        """Problems still to come (at least 1: the count is only a convention)."""
+        return max(self.n_problems - self.done, 1)
+
+
+class Policy(Protocol):
+    name: str
+
+    def budget(self, state: BankState, now: float, problem: Any) -> Budget: ...
+
+    def report(self, outcome: Outcome) -> None: ...
+
+
+class TimeBank:
+    """Deadlines and budgets for a whole run, with hard guarantees (see module docstring)."""
+
+    def __init__(self, policy: Policy, profile: Profile | str | None = None, *, start: float,
+                 total_seconds: float | None = None, startup_seconds: float = 0.0,
+                 safety_seconds: float | None = None, call_margin_seconds: float = 30.0,
+                 n_problems: int | None = None, max_samples: int = 64) -> None:
+        self.profile = get_profile(profile)
+        self.policy = policy
+        total = self.profile.total_seconds if total_seconds is None else total_seconds
+        if total <= 0:
+            raise ValueError(f"total_seconds must be > 0, got {total}")
+        self.call_margin = call_margin_seconds
+        if safety_seconds is None:  # 2 minutes, but never most of a short (dry-run) limit
+            safety_seconds = min(120.0, 0.05 * total)
+        self.state = BankState(start=start, end=start + total - startup_seconds - safety_seconds,
+                               per_call=self.profile.per_call_seconds, n_problems=n_problems or self.profile.n_problems,
+                               max_samples=max_samples)
+
+    def next_budget(self, now: float, problem: Any = None) -> Budget:
+        """The next problem's budget; the deadline is clamped to both limits."""
+        st = self.state
+        b = self.policy.budget(st, now, problem)
+        latest = st.end
+        if st.per_call is not None:
+            latest = min(latest, now + st.per_call - self.call_margin)
+        deadline = min(b.deadline, latest)
+        if deadline <= now + 1.0:
+            return replace(b, deadline=now, skip=True)
+        return replace(b, deadline=deadline, n_samples=max(1, min(b.n_samples, st.max_samples)))
+
+    def record(self, outcome: Outcome) -> None:
+        self.state.done += 1
+        self.state.spent += outcome.seconds
+        self.state.history.append(outcome)
+        self.policy.report(outcome)
+
+
+# --- policies --------------------------------------------------------------------------------------
+
+DEFAULT_RULES = StopRules()
+
+
+@dataclass
+class EqualSplit:
+    """Every problem gets total/N seconds; time a problem does not use is lost (no carry-over)."""
+
+    n_samples: int = 16
+    max_tokens: int = 12_000
+    rules: StopRules = DEFAULT_RULES
+    name: str = "equal"
+    _share: float | None = None
+
+    def budget(self, state: BankState, now: float, problem: Any) -> Budget:
+        if self._share is None:
+            self._share = (state.end - state.start) / state.n_problems
+        return Budget(now + self._share, self.n_samples, self.max_tokens, self.rules)
+
+    def report(self, outcome: Outcome) -> None:
+        pass
+
+
+@dataclass
+class Linspace:
+    """The public AIMO2 baseline: absolute deadlines evenly spaced from start to the cutoff (time left
+    by a fast problem flows to the next), all samples voted at the end (no early stop), and a
+    "speedrun" downshift to fewer samples when the time per remaining problem gets short."""
+
+    n_samples: int = 32
+    max_tokens: int = 12_000
+    speedrun_below: float = 240.0
+    speedrun_samples: int = 16
+    name: str = "linspace"
+
+    def budget(self, state: BankState, now: float, problem: Any) -> Budget:
+        span = state.end - state.start
+        deadline = state.start + span * (state.done + 1) / state.n_problems
+        per_left = state.left(now) / state.problems_left
+        n = self.speedrun_samples if per_left < self.speedrun_below else self.n_samples
+        rules = StopRules(agreements=(), certain=False)
+        return Budget(deadline, n, self.max_tokens, rules)
+
+    def report(self, outcome: Outcome) -> None:
+        pass
+
+
+@dataclass
+class SecondPlace:
+    """AIMO2 2nd place: "speed level" from the average time left per remaining question (< 300 s → 10
+    samples … > 420 s → 17), a per-question cap of 9.5–12 min by level, their agreement rules and
+    weighting (0.6 for answers ≤ 20 or multiples of 100)."""
+
+    levels: tuple[tuple[float, int, float], ...] = ((300.0, 10, 570.0), (360.0, 13, 630.0),
+                                                    (420.0, 15, 690.0), (float("inf"), 17, 720.0))
+    """(time per remaining question below which the level applies, samples, cap seconds)."""
+    max_tokens: int = 12_000
+    name: str = "second_place"
+
+    def budget(self, state: BankState, now: float, problem: Any) -> Budget:
+        per_left = state.left(now) / state.problems_left
+        n, cap = next((n, cap) for below, n, cap in self.levels if per_left < below)
+        rules = StopRules(agreements=SECOND_PLACE_RULES, certain=False, weighting=SECOND_PLACE_WEIGHTING)
+        return Budget(now + min(cap, max(per_left, 0.0) * 1.6), n, self.max_tokens, rules)
+
+    def report(self, outcome: Outcome) -> None:
+        pass
+
+
+LADDER: tuple[tuple[int, int], ...] = ((8, 12_000), (12, 12_000), (16, 12_000), (24, 12_000), (32, 12_000))
+"""(samples, max tokens per sample) rungs, cheapest first."""
+
+
+@dataclass
+class Ours:
+    """Bank share with carry-over, a sample/token budget sized to the time available, early stop on
+    agreement or certainty, and a give-up rule for hopeless splits.
+
+    * share = time left / problems left; the deadline is ``now + min(stretch × share, what leaves
+      reserve × share for each later problem)``: easy problems stop early on agreement, so a generous
+      deadline only costs time on contested ones, which is where it can still pay;
+    * samples and max tokens: the richest rung of ``ladder`` whose worst case (every sample running to
+      max tokens) fits ``fit`` × the allowance under the throughput model — time that fixed settings
+      leave unused buys more and longer samples;
+    * the throughput model is ``speed`` scaled by what the run measures (``report``: seconds per
+      generated token vs the model's prediction), so a slower-than-expected machine shrinks the rungs;
+    * give-up: after ``hopeless_after`` finished samples with no two agreeing, settle with the leader;
+    * ``difficulty``: optional hook ``problem → factor`` (≈1 for an average problem) scaling the
+      stretch, fed by the difficulty predictor of the training kit.
+    """
+
+    ladder: tuple[tuple[int, int], ...] = LADDER
+    stretch: float = 2.0
+    reserve: float = 0.5
+    fit: float = 1.6
+    hopeless_after: int | None = 7
+    quorum: float | None = 0.25
+    """First-finish quorum as a fraction of the samples (None: off): with many samples racing, vote
+    among the first quarter to finish (see ``StopRules.quorum``)."""
+    prompt_tokens: int = 250
+    agreements: tuple[Agreement, ...] = (Agreement(4, 4, "first"), Agreement(5, 6, "upto"),
+                                         Agreement(6, 9, "upto"), Agreement(7, 12, "upto"),
+                                         Agreement(9, 16, "upto"))
+    difficulty: Callable[[Any], float] | None = None
+    speed: Any = None
+    name: str = "ours"
+    _scale: float = 1.0
+
+    def _worst_case(self, n: int, max_tokens: int) -> float:
+        from kit.sim.replay import SpeedModel
+
+        speed = self.speed or SpeedModel.l4x4_7b_awq()
+        return self._scale * (speed.prefill_seconds(self.prompt_tokens)
+                              + speed.chunk_seconds(n, n * self.prompt_tokens, max_tokens))
+
+    def budget(self, state: BankState, now: float, problem: Any) -> Budget:
+        left = state.left(now)
+        n_left = state.problems_left
+        share = left / n_left
+        factor = 1.0
+        if self.difficulty is not None and problem is not None:
+            factor = min(max(float(self.difficulty(problem)), 0.25), 4.0)
+        keep_for_others = self.reserve * share * (n_left - 1)
+        allowance = max(min(self.stretch * factor * share, left - keep_for_others), 0.0)
+        n, max_tokens = self.ladder[0]
+        for rung in self.ladder:
+            if self._worst_case(*rung) <= self.fit * allowance:
+                n, max_tokens = rung
+        n = min(n, state.max_samples)
+        quorum = max(3, round(self.quorum * n)) if self.quorum else None
+        rules = StopRules(agreements=self.agreements, certain=True, hopeless_after=self.hopeless_after,
+                          quorum=quorum)
+        return Budget(now + allowance, n, max_tokens, rules)
+
+    def report(self, outcome: Outcome) -> None:
+        if outcome.reason == "all finished" and outcome.tokens > 0 and outcome.seconds > 5:
+            from kit.sim.replay import SpeedModel
+
+            speed = self.speed or SpeedModel.l4x4_7b_awq()
+            per_seq = outcome.tokens / max(outcome.n_samples, 1)
+            predicted = speed.chunk_seconds(outcome.n_samples, outcome.n_samples * self.prompt_tokens,
+                                            int(per_seq))
+            if predicted > 0:
+                ratio = min(max(outcome.seconds / predicted, 0.25), 4.0)
+                self._scale = 0.7 * self._scale + 0.3 * ratio
+
+
+POLICIES: dict[str, Callable[[], Policy]] = {
+    "ours": Ours,
+    "second_place": SecondPlace,
+    "linspace": Linspace,
+    "equal": EqualSplit,
+}
+
+
+def make_policy(name: str, **overrides: Any) -> Policy:
+    try:
+        factory = POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown schedule policy {name!r}; choose one of {sorted(POLICIES)}") from None
+    return factory(**overrides)  # type: ignore[call-arg]

@@ -1,0 +1,1 @@
+"""The simulation layer: virtual clock, replay engine, competition simulator (docs/architecture.md)."""

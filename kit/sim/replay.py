@@ -1,0 +1,918 @@
+"""Replay engine: recorded completions played token by token behind the :class:`~kit.runtime.engines.base.Engine`
+interface, in virtual time.
+
+Why: the solver, the voting/early-stop rules and the time scheduler must be tested on *real* model text
+(boxed answers, code blocks, ramblings, truncations) and on realistic timing, deterministically, and a
+whole 5-hour competition must be re-playable in seconds. Recorded samples give the text; a
+:class:`SpeedModel` gives the time; a :class:`VirtualClock` lets that time pass instantly.
+
+How a request is answered
+-------------------------
+* **Which problem**: the recorded problem text (stripped) that occurs in the prompt; the longest one
+  when several occur. Prompts seen before are remembered, so a continuation (a prompt that extends an
+  earlier one) is matched by a prefix test instead of a search. A prompt with no recorded problem raises
+  ``ValueError`` from ``generate`` (``ReplayConfig.on_unknown="error"``, the default: a dry-run must not
+  silently score a problem it has no text for) or, with ``on_unknown="empty"``, gets an empty
+  completion (EOS at once), as if the model had produced nothing.
+* **Which sample**: ``GenParams.seed % n_samples``; with ``seed=None`` a per-problem counter hands out
+  samples 0, 1, 2, ... in request order. Other sampling parameters (temperature, top_p, ...) are
+  ignored: the text is what was recorded.
+* **Continuations (tool-integrated reasoning)**: a prompt that extends an earlier fresh prompt (the
+  *base*) continues a sample. Its text after the base — recorded text of earlier turns, possibly cut
+  anywhere, with whatever the solver appended between turns — is lined up with each recording of the
+  problem: equal text is consumed as if generated; where it differs inside or just before a recorded
+  ```` ```output ```` block (the solver appended its *own* output), both output blocks are skipped;
+  other appended text is ignored (the model "reads" it and carries on as recorded; counted in
+  ``stats.unaligned``). The sample matching the most recorded text is continued from where the
+  alignment ends, so a solver may change the seed between turns or cut the streamed text at a code
+  block's end. Ties (recordings equal so far) go to the seed's sample, then to the sample whose last
+  request the prompt shares most text with. A prompt whose added text matches no recording is a fresh
+  request (an assistant prefill the model never wrote: the sample replays from its start).
+* **Stop strings, max_tokens, EOS**: as vLLM does it — the stop strings are searched in this request's
+  generated text after each token; a match ends the request with ``finish_reason="stop"``,
+  ``stop_reason`` = the string, the text cut at the match (keeping the stop string iff
+  ``include_stop_str_in_output``); ``max_tokens`` (or ``max_model_len``) reached → ``"length"`` (a stop
+  string completed by the same token wins, as in vLLM v1); the end of the recording is an EOS token
+  (counted, no text) → ``"stop"`` with ``stop_reason=None``.
+
+Time
+----
+One coordinator task advances all active requests together, ``chunk_tokens`` decode steps at a time
+(a chunk ends early where a request finishes, and at the step during which a clock sleeper wakes, so
+finish times are exact per token and a watchdog acts within a step), with the duration from
+:class:`SpeedModel`. In virtual mode it takes a step only when every other task of the event loop
+is blocked and nobody holds the clock, so what the solver does between chunks (aborting, starting
+requests) happens at a well-defined virtual time and results never depend on event-loop scheduling.
+Work outside the engine (sandbox code) should run inside ``clock.hold()``: it then takes zero virtual
+time (never await the engine or ``clock.sleep`` while holding: that deadlocks). Real-time waits not
+under ``hold()`` look like idleness to the virtual clock. One engine per virtual clock; one event loop
+at a time. ``realtime=True`` paces steps with real ``asyncio.sleep`` (divided by ``speedup``) on a
+:class:`~kit.runtime.engines.base.RealClock`, for demos.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import gzip
+import heapq
+import itertools
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from kit.offline.traces import RecordedSample, load_pool
+from kit.runtime.engines.base import Chunk, Clock, EngineInfo, GenParams, RealClock
+from kit.runtime.tokens import ApproxTokenizer
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------------
+# Tokens
+
+
+class _TokenCursor:
+    """Token boundaries of one recording from some character position on, computed lazily in windows.
+
+    Why windows: a request may stop after a few tokens (stop string, abort), so tokenizing a 160k-char
+    recording up front would be wasted; and restarting the regex at a token boundary gives exactly the
+    tokens a whole-text pass gives (its lookaheads are one character), so the last token of each window
+    is dropped and re-read with the next window.
+    """
+
+    __slots__ = ("_ends", "_i", "_pos", "_tokenizer", "text")
+
+    def __init__(self, text: str, start: int, tokenizer: ApproxTokenizer) -> None:
+        self.text = text
+        self._tokenizer = tokenizer
+        self._pos = start
+        """Characters before this position are tokenized."""
+        self._ends: list[int] = []
+        self._i = 0
+        """Index in ``_ends`` of the next token not yet emitted."""
+
+    def peek(self, n: int) -> list[int]:
+        """End offsets of the next ``n`` tokens (fewer at the end of the text)."""
+        while len(self._ends) - self._i < n and self._pos < len(self.text):
+            self._read(max(4096, 8 * n))
+        return self._ends[self._i : self._i + n]
+
+    def advance(self, n: int) -> None:
+        self._i += n
+        if self._i > 4096:
+            del self._ends[: self._i]
+            self._i = 0
+
+    def _read(self, window: int) -> None:
+        text, pos = self.text, self._pos
+        while True:
+            end = min(pos + window, len(text))
+            pieces = self._tokenizer.regex.findall(text, pos, end)
+            if end == len(text):
+                break
+            if len(pieces) > 1:
+                pieces.pop()
+                break
+            window *= 2
+        ends = list(itertools.accumulate(map(len, pieces), initial=pos))[1:]
+        self._ends.extend(ends)
+        self._pos = ends[-1] if ends else end
+
+
+# ----------------------------------------------------------------------------------------------------
+# Time
+
+
+@dataclass(frozen=True)
+class SpeedModel:
+    """Virtual duration of engine work: a decode step for ``n`` sequences holding ``ctx`` tokens of
+    context (prompt + generated) in total takes ``step_s + per_seq_s·n + per_ctx_token_s·ctx``; a
+    prompt's uncached tokens take ``prefill_per_token_s`` each, delaying the step they join.
+
+    Why this shape: decode is memory-bound — every step reads all weights once (a floor independent of
+    the batch) plus every active sequence's KV cache (grows with batch × context); per-sequence work
+    (sampling, scheduling, small GEMM growth) is a small linear term. See :meth:`l4x4_7b_awq`.
+    """
+
+    step_s: float = 0.0
+    per_seq_s: float = 0.0
+    per_ctx_token_s: float = 0.0
+    prefill_per_token_s: float = 0.0
+
+    def step_seconds(self, n_active: int, context_tokens: int = 0) -> float:
+        """One decode step."""
+        return self.step_s + self.per_seq_s * n_active + self.per_ctx_token_s * context_tokens
+
+    def chunk_seconds(self, n_active: int, context_tokens: int, steps: int) -> float:
+        """``steps`` decode steps, the context growing by ``n_active`` tokens each step (exact sum, so
+        virtual time does not depend on how many steps the engine groups into a chunk)."""
+        growth = self.per_ctx_token_s * n_active * steps * (steps - 1) / 2
+        return steps * self.step_seconds(n_active, context_tokens) + growth
+
+    def prefill_seconds(self, tokens: int) -> float:
+        return self.prefill_per_token_s * tokens
+
+    @classmethod
+    def l4x4_7b_awq(cls) -> SpeedModel:
+        """A 7B AWQ model (Qwen2.5/R1-Distill-7B) with tensor parallelism over 4×L4 (the AIMO2 box).
+
+        DESIGN.md roofline: 5.5 GB of weights at 4×300 GB/s ≥ 4.6 ms/step. Real steps are slower: about
+        60 % of peak bandwidth and ~2 PCIe all-reduces per layer (no NVLink) → ``step_s`` 12 ms.
+        KV cache: ≈56 KB/token (fp16) read every step at ~0.72 TB/s effective → 78 ns per context token.
+        Per sequence 0.3 ms. Prefill ~10k tokens/s (compute-bound, 4×L4 at ~40 % of fp16 peak).
+        E.g. 16 sequences at 8k context: ≈27 ms/step ≈ 600 tokens/s in total, 37 tokens/s each.
+        """
+        return cls(step_s=0.012, per_seq_s=0.0003, per_ctx_token_s=7.8e-8, prefill_per_token_s=1e-4)
+
+
+    @classmethod
+    def l4x4_14b_awq(cls) -> SpeedModel:
+        """A 14B AWQ model (the AIMO2 1st place's size) over 4×L4: ≈10 GB of weights → ≥ 8 ms/step at
+        roofline, ~20 ms real; KV ≈192 KB/token (DESIGN.md) → 3.4× the 7B's per-context-token cost;
+        prefill ~5k tokens/s."""
+        return cls(step_s=0.020, per_seq_s=0.0004, per_ctx_token_s=2.7e-7, prefill_per_token_s=2e-4)
+
+
+SPEED_PRESETS: dict[str, SpeedModel] = {
+    "l4x4-7b-awq": SpeedModel.l4x4_7b_awq(),
+    "l4x4-14b-awq": SpeedModel.l4x4_14b_awq(),
+    "instant": SpeedModel(),
+}
+
+
+_settling = 0
+"""Tasks inside :func:`_settle` now (they wait for each other's idleness, so they don't count)."""
+
+
+async def _settle(max_rounds: int = 1000) -> None:
+    """Yield until every other task of the loop is blocked (nothing ready to run but other settlers).
+
+    Uses the CPython event loop's ready queue when it has one; otherwise yields a fixed number of
+    times. ``max_rounds`` bounds the wait when some task polls with ``sleep(0)`` forever.
+    """
+    global _settling
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    _settling += 1
+    try:
+        for i in range(max_rounds):
+            await asyncio.sleep(0)
+            if ready is not None and len(ready) < _settling:
+                return
+            if ready is None and i >= 20:
+                return
+    finally:
+        _settling -= 1
+
+
+class VirtualClock:
+    """A :class:`~kit.runtime.engines.base.Clock` whose time passes only when something makes it pass.
+
+    * An engine that is *engaged* (has requests running) advances it step by step (:meth:`advance_to`),
+      waking sleepers whose time has come on the way.
+    * Otherwise, when every task is blocked and nothing :meth:`hold` s the clock, it jumps to the
+      earliest pending :meth:`sleep` wake-up (a watchdog fires at once, at exactly its virtual time).
+
+    ``hold()`` is for work outside the engine that takes real time (sandbox code, threads, I/O): the
+    event loop looks idle then, but the clock must not jump (nor an engine step) until it is done.
+    Enter it from the event-loop thread. A task that holds the clock and then sleeps on it deadlocks.
+    """
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._now = float(start)
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._holds = 0
+        self._engaged = 0
+        self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return self._now
+
+    @property
+    def held(self) -> bool:
+        return self._holds > 0
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (self._now + seconds, next(self._seq), fut))
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        await fut
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self._signal()
+
+    async def wait_released(self, warn_after: float = 60.0) -> None:
+        """Return once nobody holds the clock; log a warning each ``warn_after`` real seconds held (a
+        task that holds the clock while it waits for the engine or the clock never lets go)."""
+        while self._holds:
+            try:
+                await asyncio.wait_for(self._event().wait(), timeout=warn_after)
+            except asyncio.TimeoutError:
+                log.warning("virtual clock held for %.0f s of real time: is a holder waiting on the "
+                            "engine or on clock.sleep? (that deadlocks)", warn_after)
+            self._event().clear()
+
+    def next_wakeup(self) -> float | None:
+        """The earliest pending sleeper's wake-up time."""
+        while self._waiters and self._waiters[0][2].done():  # cancelled sleepers
+            heapq.heappop(self._waiters)
+        return self._waiters[0][0] if self._waiters else None
+
+    def advance_to(self, t: float) -> None:
+        """Move time forward to ``t`` (never back) and wake every sleeper due by then, earliest first."""
+        self._now = max(self._now, t)
+        while self._waiters and self._waiters[0][0] <= self._now:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)
+
+    def engage(self) -> None:
+        """An engine starts advancing time itself: no idle jumps until :meth:`disengage`."""
+        self._engaged += 1
+
+    def disengage(self) -> None:
+        self._engaged -= 1
+        if not self._engaged:
+            self._signal()
+
+    def _event(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._changed is None or self._changed[0] is not loop:  # an Event is bound to one loop
+            self._changed = (loop, asyncio.Event())
+        return self._changed[1]
+
+    def _signal(self) -> None:
+        if self._changed is not None:
+            self._changed[1].set()
+
+    async def _tick(self) -> None:
+        """Idle jumps: runs while anyone sleeps on this clock."""
+        try:
+            while self.next_wakeup() is not None:
+                await _settle()
+                if self._engaged or self._holds:
+                    self._event().clear()
+                    await self._event().wait()
+                    continue
+                wake = self.next_wakeup()
+                if wake is not None:
+                    self.advance_to(wake)
+        finally:
+            self._ticker = None
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration and accounting
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    speed: SpeedModel = field(default_factory=SpeedModel.l4x4_7b_awq)
+    chunk_tokens: int = 16
+    """Decode steps per coordinator iteration (per streamed chunk). Larger is faster in real time; virtual
+    time is the same (chunks end where a request finishes)."""
+    max_model_len: int = 131072
+    tokenizer: ApproxTokenizer = field(default_factory=ApproxTokenizer)
+    generation_prompt: str = "<|im_start|>assistant\n<think>\n"
+    """Appended by :meth:`ReplayEngine.chat_prompt` (R1-distill/Qwen3 style: the thought is opened)."""
+    output_start: str = "```output"
+    output_end: str = "```"
+    """A recorded tool-output block, skipped when the solver appends its own output instead."""
+    output_gap: str = r"\s*(?:```)?\s*"
+    """Recorded text allowed between a continuation point and the output block to skip (a code fence
+    the solver left out with ``include_stop_str_in_output=False``, newlines)."""
+    on_unknown: Literal["error", "empty"] = "error"
+    realtime: bool = False
+    speedup: float = 1.0
+    """Real-time mode only: how much faster than the speed model to run."""
+    name: str = "replay"
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 1:
+            raise ValueError(f"chunk_tokens must be >= 1, got {self.chunk_tokens}")
+        if self.speedup <= 0:
+            raise ValueError(f"speedup must be > 0, got {self.speedup}")
+        if self.on_unknown not in ("error", "empty"):
+            raise ValueError(f"on_unknown must be 'error' or 'empty', got {self.on_unknown!r}")
+
+
+@dataclass
+class ReplayStats:
+    """Token accounting, so tests (and cost estimates) can see what each request consumed."""
+
+    tokens_by_request: dict[str, int] = field(default_factory=dict)
+    total_tokens: int = 0
+    prefill_tokens: int = 0
+    requests: int = 0
+    continuations: int = 0
+    unaligned: int = 0
+    """Continuation requests whose prompt holds appended text that replaced no recorded output block."""
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Requests
+
+
+@dataclass(frozen=True)
+class _Context:
+    """A text the engine has processed (a prompt, or a finished request's prompt + text) and its token
+    count: what the prefix cache holds, and a shortcut for counting the tokens of a longer prompt."""
+
+    text: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class _Alignment:
+    """How the generated part of a prompt lines up with one recording."""
+
+    matched: int
+    """Characters of the prompt's generated part that are recorded text."""
+    resume: int
+    """Recording position the continuation starts from."""
+    unaligned: bool
+    """Some appended text had no recorded output block to replace (it is ignored)."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a request would emit in the next steps (computed before time passes, applied after)."""
+
+    tokens: int
+    end: int
+    """Recording position after the emitted text."""
+    finish_reason: str | None = None
+    stop_reason: str | None = None
+
+
+class _Slot:
+    """One request's latest unconsumed chunk; chunks a slow consumer missed are merged (as vLLM does)."""
+
+    __slots__ = ("chunk", "event")
+
+    def __init__(self) -> None:
+        self.chunk: Chunk | None = None
+        self.event = asyncio.Event()
+
+    def put(self, chunk: Chunk) -> None:
+        if self.chunk is not None:
+            chunk = Chunk(chunk.request_id, chunk.text, self.chunk.delta + chunk.delta, chunk.tokens,
+                          chunk.finished, chunk.finish_reason, chunk.stop_reason)
+        self.chunk = chunk
+        self.event.set()
+
+    async def get(self) -> Chunk:
+        await self.event.wait()
+        self.event.clear()
+        chunk, self.chunk = self.chunk, None
+        assert chunk is not None
+        return chunk
+
+
+class _Request:
+    __slots__ = ("budget", "cursor", "emitted", "finished", "holdback", "id", "params", "prefill", "problem",
+                 "prompt", "prompt_tokens", "sample", "slot", "start", "tokens", "toks")
+
+    def __init__(self, request_id: str, prompt: str, params: GenParams, problem: str, sample: int,
+                 recording: str, start: int, prompt_tokens: int, prefill: int, budget: int,
+                 tokenizer: ApproxTokenizer) -> None:
+        self.id = request_id
+        self.prompt = prompt
+        self.params = params
+        self.problem = problem
+        self.sample = sample
+        self.start = start
+        self.cursor = start
+        """Recording position after the tokens generated so far."""
+        self.emitted = start
+        """Recording position after the text streamed so far."""
+        self.holdback = 0 if params.include_stop_str_in_output else max(0, *(len(s) - 1 for s in params.stop))
+        self.prompt_tokens = prompt_tokens
+        self.prefill = prefill
+        self.budget = budget
+        self.tokens = 0
+        self.finished = False
+        self.toks = _TokenCursor(recording, start, tokenizer)
+        self.slot = _Slot()
+
+    @property
+    def recording(self) -> str:
+        return self.toks.text
+
+    def plan(self, steps: int) -> _Plan:
+        """The next ``steps`` decode steps (fewer when the request finishes on the way)."""
+        room = self.budget - self.tokens
+        n = min(steps, room)
+        ends = self.toks.peek(n)
+        stop = self._find_stop(ends)
+        if stop is not None:
+            return stop
+        if len(ends) < n:  # the recording ends: EOS is the next token
+            end = ends[-1] if ends else self.cursor
+            return _Plan(len(ends) + 1, end, "stop", None)
+        end = ends[-1] if ends else self.cursor
+        if n == room:
+            return _Plan(n, end, "length")
+        return _Plan(n, end)
+
+    def _find_stop(self, ends: list[int]) -> _Plan | None:
+        """vLLM's stop-string check, token by token: the first token completing any stop string."""
+        if not ends or not self.params.stop:
+            return None
+        text, hi = self.recording, ends[-1]
+        best: tuple[int, int, str, int] | None = None  # (token index, stop order, stop, match start)
+        for order, stop in enumerate(self.params.stop):
+            if not stop:
+                continue
+            lo = max(self.start, self.cursor - len(stop) + 1)
+            at = text.find(stop, lo, hi)
+            if at < 0:
+                continue
+            token = bisect.bisect_left(ends, at + len(stop))
+            if best is None or (token, order) < best[:2]:
+                best = (token, order, stop, at)
+        if best is None:
+            return None
+        token, _, stop, at = best
+        keep = at + len(stop) if self.params.include_stop_str_in_output else at
+        return _Plan(token + 1, keep, "stop", stop)
+
+
+def _steps_within(speed: SpeedModel, n_active: int, context: int, most: int, seconds: float) -> int:
+    """The most decode steps (1 to ``most``) that fit in ``seconds`` (at least 1: a step once started
+    runs to its end)."""
+    lo, hi = 1, most
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if speed.chunk_seconds(n_active, context, mid) <= seconds:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_prefix(a: str, i: int, b: str, j: int) -> int:
+    """Length of the common prefix of ``a[i:]`` and ``b[j:]``; cost grows with the answer, not the texts."""
+    n = min(len(a) - i, len(b) - j)
+    lo, width = 0, 64  # a[i:i+lo] == b[j:j+lo]
+    while lo < n:
+        hi = min(lo + width, n)
+        if a[i + lo : i + hi] == b[j + lo : j + hi]:
+            lo, width = hi, width * 2
+            continue
+        while hi - lo > 1:  # the first difference is in [lo, hi)
+            mid = (lo + hi) // 2
+            if a[i + lo : i + mid] == b[j + lo : j + mid]:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+    return lo
+
+
+def _block_at(text: str, pos: int, start: str, end: str, gap: re.Pattern[str]) -> tuple[int, int] | None:
+    """The tool-output block of ``text`` that covers ``pos``, or that begins after only ``gap`` text from
+    ``pos``: (block start, block end)."""
+    at = text.rfind(start, 0, pos + len(start))
+    if at >= 0:
+        close = text.find(end, at + len(start))
+        stop = len(text) if close < 0 else close + len(end)
+        if stop > pos:
+            return at, stop
+    at = text.find(start, pos)
+    if at >= 0 and gap.fullmatch(text, pos, at):
+        close = text.find(end, at + len(start))
+        return at, len(text) if close < 0 else close + len(end)
+    return None
+
+
+def _find_anchor(g: str, i: int, r: str, j: int) -> int:
+    """Where ``g`` (from ``i``) continues with the recording's text at ``j``: the first place holding the
+    next 32 recorded characters (16, 8 when ``g`` has less of it left), or -1."""
+    for width in (32, 16, 8):
+        anchor = r[j : j + width]
+        if not anchor:
+            return -1
+        found = g.find(anchor, i)
+        if found >= 0 or len(anchor) < width:
+            return found
+    return -1
+
+
+def _align(recording: str, generated: str, start: str, end: str, gap: re.Pattern[str]) -> _Alignment:
+    """Line up the generated part of a prompt (recorded text of earlier turns, with text the solver
+    appended between them) with ``recording``; see the module docstring."""
+    r, g = recording, generated
+    i = j = matched = 0
+    unaligned = False
+    while i < len(g):
+        n = _common_prefix(g, i, r, j)
+        i, j, matched = i + n, j + n, matched + n
+        if i >= len(g) or j >= len(r):
+            break
+        block = _block_at(r, j, start, end, gap)
+        if block is not None:  # the solver put its own output where the model's recorded one was
+            j = block[1]
+            own = _block_at(g, i, start, end, gap)
+            if own is not None:
+                i = own[1]
+                continue
+        found = _find_anchor(g, i if block is not None else i + 1, r, j)
+        if block is None and (found < 0 or g[i:found].strip()):
+            unaligned = True
+        if found < 0:  # the rest is appended text; line up its trailing whitespace with the recording
+            j += _common_prefix(g, max(i, len(g.rstrip())), r, j)
+            break
+        i = found
+    return _Alignment(matched, j, unaligned)
+
+
+def _snippet(prompt: str) -> str:
+    if len(prompt) <= 200:
+        return repr(prompt)
+    return f"{prompt[:60]!r} … {prompt[-120:]!r}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# The engine
+
+
+class ReplayEngine:
+    """Plays recorded completions as an :class:`~kit.runtime.engines.base.Engine` (see the module docstring)."""
+
+    def __init__(self, recordings: Mapping[str, Sequence[str]], config: ReplayConfig | None = None,
+                 clock: Clock | None = None) -> None:
+        self.config = config or ReplayConfig()
+        self.name = self.config.name
+        self.max_model_len = self.config.max_model_len
+        self._recordings: dict[str, list[str]] = {}
+        for problem, texts in recordings.items():
+            key = problem.strip()
+            if not key:
+                raise ValueError("replay: a recording has an empty problem text")
+            if isinstance(texts, str):
+                raise TypeError(f"replay: recordings of {key[:40]!r} must be a list of texts, not a str")
+            self._recordings.setdefault(key, []).extend(texts)
+            if not self._recordings[key]:
+                raise ValueError(f"replay: problem {key[:40]!r} has no recorded completions")
+        self._by_length = sorted(self._recordings, key=len, reverse=True)
+        if clock is None:
+            clock = RealClock() if self.config.realtime else VirtualClock()
+        self.clock: Clock = clock
+        self.stats = ReplayStats()
+        self._active: dict[str, _Request] = {}
+        self._bases: dict[str, tuple[str, int]] = {}
+        """Prompts of fresh requests → (problem, tokens); continuations start with one of them."""
+        self._latest: dict[tuple[str, int], _Context] = {}
+        """(problem, sample) → the last finished request's prompt + text: prefix cache, token counts."""
+        self._counters: dict[str, int] = {}
+        self._driver: asyncio.Task[None] | None = None
+        self._closed = False
+        self._gap = re.compile(self.config.output_gap)
+
+    # -- construction ---------------------------------------------------------------------------------
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[RecordedSample], config: ReplayConfig | None = None,
+                     clock: Clock | None = None) -> ReplayEngine:
+        """Group recorded samples by problem text, in their order."""
+        recordings: dict[str, list[str]] = {}
+        for s in samples:
+            recordings.setdefault(s.problem.strip(), []).append(s.text)
+        return cls(recordings, config, clock)
+
+    @classmethod
+    def from_pool(cls, pool: str | Path, config: ReplayConfig | None = None,
+                  clock: Clock | None = None) -> ReplayEngine:
+        """A bundled trace pool name (``kit.offline.traces.BUNDLED_POOLS``), folder or file."""
+        return cls.from_samples(load_pool(pool), config, clock)
+
+    @classmethod
+    def from_records(cls, path: str | Path, config: ReplayConfig | None = None,
+                     clock: Clock | None = None) -> ReplayEngine:
+        """Our own run records: a ``.jsonl`` (or ``.jsonl.gz``) of ``{"problem": ..., "text": ...}``."""
+        path = Path(path)
+        opener = gzip.open if path.suffix == ".gz" else open
+        recordings: dict[str, list[str]] = {}
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    problem, text = obj["problem"], obj["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{path}:{lineno}: expected a JSON object with 'problem' and 'text' "
+                                     f"({exc!r})") from None
+                recordings.setdefault(str(problem).strip(), []).append(str(text))
+        return cls(recordings, config, clock)
+
+    # -- Engine interface -----------------------------------------------------------------------------
+
+    @property
+    def problems(self) -> list[str]:
+        """Recorded problem texts (stripped)."""
+        return list(self._recordings)
+
+    def has_problem(self, prompt: str) -> bool:
+        """Whether some recorded problem occurs in ``prompt``."""
+        return self._find_problem(prompt) is not None
+
+    def count_tokens(self, text: str) -> int:
+        return self.config.tokenizer.count(text)
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """ChatML, ending with ``config.generation_prompt``."""
+        turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return turns + self.config.generation_prompt
+
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(name=self.name, model="recorded", backend="replay",
+                          max_model_len=self.max_model_len,
+                          details={"problems": len(self._recordings), "realtime": self.config.realtime,
+                                   "speed": self.config.speed, "chunk_tokens": self.config.chunk_tokens})
+
+    @property
+    def active_requests(self) -> list[str]:
+        return list(self._active)
+
+    async def generate(self, prompt: str, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
+        req = self._start(prompt, params, request_id)
+        try:
+            while True:
+                chunk = await req.slot.get()
+                yield chunk
+                if chunk.finished:
+                    return
+        finally:
+            if not req.finished:  # the consumer stopped listening: vLLM aborts such requests
+                self._abort_request(req)
+
+    async def abort(self, request_ids: Iterable[str]) -> None:
+        for rid in list(request_ids):
+            req = self._active.get(rid)
+            if req is not None:
+                self._abort_request(req)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self.abort(list(self._active))
+        if self._driver is not None:
+            await asyncio.gather(self._driver, return_exceptions=True)
+
+    # -- request set-up -------------------------------------------------------------------------------
+
+    def _find_base(self, prompt: str) -> tuple[str, str] | None:
+        """(base prompt, problem): the longest earlier fresh prompt that starts ``prompt``, else ``prompt``
+        itself when a recorded problem occurs in it."""
+        best: str | None = None
+        for base in self._bases:
+            if len(base) <= len(prompt) and prompt.startswith(base) and (best is None or len(base) > len(best)):
+                best = base
+        if best is not None:
+            return best, self._bases[best][0]
+        problem = next((p for p in self._by_length if p in prompt), None)
+        return None if problem is None else (prompt, problem)
+
+    def _find_problem(self, prompt: str) -> str | None:
+        found = self._find_base(prompt)
+        return None if found is None else found[1]
+
+    def _start(self, prompt: str, params: GenParams, request_id: str) -> _Request:
+        if self._closed:
+            raise RuntimeError("replay engine is closed")
+        if request_id in self._active:
+            raise ValueError(f"request id {request_id!r} is already running")
+        found = self._find_base(prompt)
+        if found is None:
+            if self.config.on_unknown == "error":
+                raise ValueError(f"replay: no recorded problem occurs in the prompt {_snippet(prompt)} "
+                                 f"({len(self._recordings)} problems recorded)")
+            recording, sample, start, problem = "", 0, 0, ""
+        else:
+            base, problem = found
+            sample, start = self._locate(problem, base, prompt, params)
+            recording = self._recordings[problem][sample]
+        prompt_tokens, prefill = self._prompt_tokens(problem, prompt, sample)
+        if prompt_tokens >= self.max_model_len:
+            raise ValueError(f"prompt of {prompt_tokens} tokens does not fit max_model_len "
+                             f"{self.max_model_len}")
+        if problem and (prompt not in self._bases) and start == 0:
+            self._bases[prompt] = (problem, prompt_tokens)
+        budget = min(params.max_tokens, self.max_model_len - prompt_tokens)
+        req = _Request(request_id, prompt, params, problem, sample, recording, start, prompt_tokens,
+                       prefill, budget, self.config.tokenizer)
+        self.stats.requests += 1
+        self.stats.tokens_by_request[request_id] = 0
+        self._active[request_id] = req
+        if self._driver is None:
+            if isinstance(self.clock, VirtualClock):
+                self.clock.engage()
+            self._driver = asyncio.get_running_loop().create_task(self._drive())
+        return req
+
+    def _locate(self, problem: str, base: str, prompt: str, params: GenParams) -> tuple[int, int]:
+        """(sample, start position in its recording) for a request.
+
+        The text after the base prompt is lined up with every sample's recording; the one it matches
+        longest is continued (ties: the seed's sample, then the sample whose last request's text the
+        prompt shares most of, then the lowest index). Nothing matched: a new sample, from the seed.
+        """
+        texts = self._recordings[problem]
+        wanted = None if params.seed is None else params.seed % len(texts)
+        generated = prompt[len(base):]
+        if generated:
+            cfg = self.config
+            aligned = [_align(t, generated, cfg.output_start, cfg.output_end, self._gap) for t in texts]
+            most = max(a.matched for a in aligned)
+            if most > 0:
+                tied = [k for k, a in enumerate(aligned) if a.matched == most]
+                if len(tied) > 1:
+                    def rank(k: int) -> tuple[bool, int, int]:
+                        last = self._latest.get((problem, k))
+                        shared = 0 if last is None else _common_prefix(prompt, 0, last.text, 0)
+                        return (k != wanted, -shared, k)
+                    tied.sort(key=rank)
+                chosen = aligned[tied[0]]
+                self.stats.continuations += 1
+                self.stats.unaligned += chosen.unaligned
+                return tied[0], chosen.resume
+        if wanted is None:
+            wanted = self._counters.get(problem, 0) % len(texts)
+            self._counters[problem] = self._counters.get(problem, 0) + 1
+        return wanted, 0
+
+    def _prompt_tokens(self, problem: str, prompt: str, sample: int) -> tuple[int, int]:
+        """(tokens of ``prompt``, tokens not in the prefix cache), counting only what differs from the
+        closest text processed before (a continuation prompt repeats all earlier turns)."""
+        count = self.config.tokenizer.count
+        best: _Context | None = None
+        shared = 0
+        candidates = [_Context(b, t) for b, (p, t) in self._bases.items() if p == problem]
+        last = self._latest.get((problem, sample))
+        if last is not None:
+            candidates.append(last)
+        for ctx in candidates:
+            n = _common_prefix(prompt, 0, ctx.text, 0)
+            if n > shared:
+                best, shared = ctx, n
+        new = count(prompt[shared:])
+        if best is None:
+            return new, new
+        if len(best.text) - shared > len(prompt):  # counting what differs would cost more
+            return count(prompt), new
+        return max(1, best.tokens - count(best.text[shared:]) + new), new
+
+    # -- the coordinator ------------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        """Advance all active requests together until none is left."""
+        virtual = isinstance(self.clock, VirtualClock)
+        try:
+            while self._active:
+                if virtual:
+                    await self._quiesce()
+                if not self._active:
+                    break
+                batch = list(self._active.values())
+                speed, steps = self.config.speed, self.config.chunk_tokens
+                prefill = sum(r.prefill for r in batch)
+                for r in batch:
+                    self.stats.prefill_tokens += r.prefill
+                    r.prefill = 0
+                prefill_s = speed.prefill_seconds(prefill)
+                context = sum(r.prompt_tokens + r.tokens for r in batch)
+                plans = [r.plan(steps) for r in batch]
+                k = min(p.tokens for p in plans)  # the chunk ends where the first request finishes
+                if virtual and (wake := self.clock.next_wakeup()) is not None:  # type: ignore[attr-defined]
+                    # ... and at the step during which a sleeper (a watchdog) wakes: it acts in time
+                    k = _steps_within(speed, len(batch), context, k, wake - self.clock.now() - prefill_s)
+                if k < steps:
+                    plans = [r.plan(k) for r in batch]
+                dt = prefill_s + speed.chunk_seconds(len(batch), context, k)
+                if virtual:
+                    await self._advance(dt, batch)
+                else:
+                    await asyncio.sleep(dt / self.config.speedup)
+                for r, p in zip(batch, plans, strict=True):
+                    if not r.finished:  # aborted while the time passed
+                        self._commit(r, p)
+        finally:
+            self._driver = None
+            if virtual:
+                self.clock.disengage()  # type: ignore[attr-defined]
+
+    async def _quiesce(self) -> None:
+        clock: VirtualClock = self.clock  # type: ignore[assignment]
+        while True:
+            await _settle()
+            if not clock.held:
+                return
+            await clock.wait_released()
+
+    async def _advance(self, dt: float, batch: list[_Request]) -> None:
+        """Let ``dt`` virtual seconds pass, waking sleepers on the way (and letting them act). If they
+        abort the whole batch, time stops there: nothing is decoding any more."""
+        clock: VirtualClock = self.clock  # type: ignore[assignment]
+        target = clock.now() + dt
+        while (wake := clock.next_wakeup()) is not None and wake <= target:
+            clock.advance_to(wake)
+            await self._quiesce()
+            if all(r.finished for r in batch):
+                return
+        clock.advance_to(target)
+
+    def _commit(self, req: _Request, plan: _Plan) -> None:
+        text_tokens = plan.tokens - (plan.finish_reason == "stop" and plan.stop_reason is None)
+        req.toks.advance(text_tokens)
+        req.cursor = plan.end
+        req.tokens += plan.tokens
+        self.stats.tokens_by_request[req.id] += plan.tokens
+        self.stats.total_tokens += plan.tokens
+        self._emit(req, plan.finish_reason, plan.stop_reason)
+        if plan.finish_reason is not None:
+            self._finish(req, plan.finish_reason)
+
+    def _emit(self, req: _Request, finish_reason: str | None, stop_reason: str | None) -> None:
+        """Stream the text up to the cursor, less (while running) the last ``len(stop) - 1`` characters
+        when stop strings are cut from the output: they may begin a stop string, and vLLM holds them
+        back so that streamed text never has to be taken back."""
+        visible = req.cursor
+        if finish_reason is None:
+            visible = max(req.emitted, visible - req.holdback)
+        delta = req.recording[req.emitted : visible]
+        req.emitted = visible
+        req.slot.put(Chunk(req.id, req.recording[req.start : visible], delta, req.tokens,
+                           finish_reason is not None, finish_reason, stop_reason))
+
+    def _abort_request(self, req: _Request) -> None:
+        self._emit(req, "abort", None)
+        self._finish(req, "abort")
+
+    def _finish(self, req: _Request, reason: str) -> None:
+        req.finished = True
+        self._active.pop(req.id, None)
+        self.stats.finish_reasons[reason] = self.stats.finish_reasons.get(reason, 0) + 1
+        if req.problem:
+            text = req.recording[req.start : req.emitted]
+            context = _Context(req.prompt + text, req.prompt_tokens + req.tokens)
+            self._latest[(req.problem, req.sample)] = context
