@@ -39,7 +39,7 @@ from kit.learn.difficulty import (
     table_hook,
     targets_frame,
 )
-from kit.sim.replay import SpeedModel
+from kit.runtime.throughput import SpeedModel
 from kit.sim.simulate import SimProblem, SyntheticSpec, pool_from_traces, pool_synthetic
 from training.common import load_config
 from training.difficulty import DifficultyConfig, SourceConfig, crossfit, load_targets, quiet

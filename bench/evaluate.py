@@ -18,7 +18,7 @@ Baseline (named in issue 8 for the budget curve): "cutting each sample at budget
 and re-extracting", i.e. re-tokenising every sample at every budget (``ApproxTokenizer.pieces``, join
 the first B pieces) and re-extracting its answer (``extract_answer`` + ``profile.to_answer``). Ours
 tokenises once and cuts by the cached offsets. Both run side by side on the SkyThought pool over
-:data:`kit.offline.evaluate.DEFAULT_BUDGETS`; both memoise the normalisation of an extracted string (sympy is
+:data:`kit.offline.budget.DEFAULT_BUDGETS`; both memoise the normalisation of an extracted string (sympy is
 slow), so the ratio measures the cutting, not the memo. Their per-sample answers and per-budget pass@1
 and maj@n must be equal (exit 1 otherwise); the ratio baseline/ours is printed with and without our
 one-time tokenisation (``budget_curve`` on a run whose offset cache was emptied).
@@ -47,18 +47,10 @@ from dataclasses import asdict, dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, TypeVar  # noqa: E402
 
-from kit.offline.evaluate import (  # noqa: E402
-    DEFAULT_BUDGETS,
-    EvalProblem,
-    EvalSample,
-    Run,
-    answer_of,
-    budget_curve,
-    evaluate,
-    load_runs,
-    write_json,
-    write_report,
-)
+from kit.offline.budget import DEFAULT_BUDGETS, budget_curve  # noqa: E402
+from kit.offline.evaluate import evaluate  # noqa: E402
+from kit.offline.report import write_json, write_report  # noqa: E402
+from kit.offline.runs import EvalProblem, EvalSample, Run, answer_of, load_runs  # noqa: E402
 from kit.runtime.profiles import Profile  # noqa: E402
 from kit.runtime.tokens import ApproxTokenizer  # noqa: E402
 from kit.runtime.voting import Vote, majority  # noqa: E402
@@ -159,7 +151,7 @@ def curve_from_answers(pairs: Sequence[tuple[EvalProblem, EvalSample]],
 def our_answers(run: Run, pairs: Sequence[tuple[EvalProblem, EvalSample]],
                 budgets: Sequence[int]) -> dict[int, list[int | None]]:
     """Per-sample answers at each budget from the cached offsets (for the sample-by-sample check; the
-    timed path is :func:`kit.offline.evaluate.budget_curve` itself)."""
+    timed path is :func:`kit.offline.budget.budget_curve` itself)."""
     out: dict[int, list[int | None]] = {}
     cache: dict[str, int | None] = {}
     for b in sorted(set(budgets)):

@@ -7,12 +7,33 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import shlex
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from rich.console import Console
+
+from kit.learn.scorer import Scorer
+from kit.offline.budget import DEFAULT_BUDGETS
+from kit.offline.evaluate import evaluate
+from kit.offline.report import print_summary, write_json, write_report
+from kit.offline.runs import load_runs
+from kit.offline.traces import load_pool
 from kit.runtime.config import ConfigError
+from kit.runtime.difficulty_hook import DifficultyPredictor
+from kit.runtime.dryrun import DryRunOptions, run_dryrun
+from kit.runtime.problems import DEFAULT_PROBLEMS, Problem, load_problems
 from kit.runtime.profiles import DEFAULT_PROFILE, PROFILES
+from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.schedule import Ours
+from kit.runtime.throughput import SPEED_PRESETS
+from kit.sim.replay import engine_factory
+from kit.sim.simulate import compare, load_pool_arg, plot
 
 KnownError = (FileNotFoundError, ValueError, ConfigError)
 """Errors the user can fix: printed as one line, exit code 2."""
@@ -39,35 +60,60 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
         help="run the submission's solving path locally over a problem set",
         description=(
             "Local dry-run of the submission path: problems one at a time in random order (like the Kaggle "
-            "gateway), each with a deadline from the time limit, solved with samples, tool calls, voting and "
-            "early stopping on a real engine. Without --model, vLLM runs a built-in tiny random model on the "
-            "CPU (answers are random: it checks the pipeline). --engine replay plays recorded samples."
+            "gateway), each with a deadline from the time bank, solved with samples, tool calls, voting and "
+            "early stopping on a real engine. The run configuration is the submission's (--config: a build "
+            "config's 'submission:' section, or a plain mapping of its fields); the options below override it. "
+            "Without a model, vLLM runs a built-in tiny random model on the CPU (answers are random: it checks "
+            "the pipeline). --engine replay plays recorded samples."
         ),
     )
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML: a build config (its 'submission:' section) or SubmissionConfig fields (e.g. 'solver:')")
     p.add_argument("--problems", default=None,
                    help="problem CSV/jsonl or bundled set (aimo2_reference [default], aime24, aime25, aimo1_train)")
     p.add_argument("--model", default=None, help="model folder for vLLM (default: built-in tiny model)")
-    p.add_argument("--engine", default="vllm", choices=["vllm", "replay"], help="generation backend")
-    p.add_argument("--traces", default="skythought_aime24",
-                   help="replay engine: bundled trace pool or trace folder/file (default: %(default)s)")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
-                   help="competition profile (default: %(default)s)")
+    p.add_argument("--engine", default=None, choices=["vllm", "replay"], help="generation backend (default: vllm)")
+    p.add_argument("--traces", default=None,
+                   help="replay engine: bundled trace pool or trace folder/file (default: skythought_aime24)")
+    p.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                   help=f"competition profile (default: {DEFAULT_PROFILE})")
     p.add_argument("--preset", default=None, help="vLLM engine preset: cpu, l4x4, h100 (default: cpu for the "
                                                   "tiny model, l4x4 otherwise)")
-    p.add_argument("--config", type=Path, default=None, help="YAML file with a 'solver:' section")
     p.add_argument("--time-limit", type=_seconds, default=None,
                    help="time for the whole run, e.g. 600, 10m, 4.5h (default: the profile's limit)")
-    p.add_argument("--samples", type=int, default=None, help="samples per problem")
-    p.add_argument("--max-tokens", type=int, default=None, help="generated tokens per sample")
+    p.add_argument("--samples", type=int, default=None, help="samples per problem (upper bound for the time bank)")
+    p.add_argument("--max-tokens", type=int, default=None, help="generated tokens per sample (upper bound)")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems (after shuffling)")
-    p.add_argument("--seed", type=int, default=0, help="problem order and sampling seed")
+    p.add_argument("--seed", type=int, default=None, help="problem order and sampling seed (default: 0)")
     p.add_argument("--no-shuffle", action="store_true", help="keep the file order")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
-    p.add_argument("--policy", default="ours", help="time-bank policy: ours, second_place, linspace, equal")
+    p.add_argument("--policy", default=None, help="time-bank policy: ours (default), second_place, linspace, equal")
     p.add_argument("--difficulty", type=Path, default=None,
                    help="difficulty predictor folder (python -m training.difficulty) scaling the 'ours' deadlines")
     p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
+
+
+def dryrun_config(args: argparse.Namespace) -> SubmissionConfig:
+    """The run configuration of a dry-run: ``--config`` (or the defaults) with the given options applied."""
+    cfg = SubmissionConfig.from_yaml(args.config) if args.config is not None else SubmissionConfig()
+    cfg = cfg.with_overrides(profile=args.profile, model=args.model, preset=args.preset, engine=args.engine,
+                             traces=args.traces, policy=args.policy,
+                             difficulty=None if args.difficulty is None else str(args.difficulty),
+                             total_seconds=args.time_limit)
+    changes = {k: v for k, v in (("n_samples", args.samples), ("max_tokens", args.max_tokens),
+                                 ("seed", args.seed)) if v is not None}
+    return replace(cfg, solver=replace(cfg.solver_config(), **changes)) if changes else cfg
+
+
+def _dryrun_problems(args: argparse.Namespace, cfg: SubmissionConfig) -> tuple[list[Problem], str]:
+    """The problems and where they came from: ``--problems``, else the replay pool's, else the AIMO2 reference."""
+    if args.problems is None and cfg.engine == "replay":
+        seen: dict[str, Problem] = {}
+        for s in load_pool(cfg.traces):
+            seen.setdefault(s.problem, Problem(id=s.problem_id, problem=s.problem, answer=s.gold))
+        return list(seen.values()), f"trace pool {cfg.traces}"
+    return load_problems(args.problems), str(args.problems or DEFAULT_PROBLEMS)
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -98,12 +144,6 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    import json
-    import time
-
-    from kit.sim.replay import SPEED_PRESETS
-    from kit.sim.simulate import compare, load_pool_arg, plot
-
     if args.hardware not in SPEED_PRESETS:
         raise ValueError(f"unknown hardware {args.hardware!r}; choose one of {sorted(SPEED_PRESETS)}")
     if args.runs < 2:
@@ -113,9 +153,6 @@ def _simulate(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     extra = []
     if args.difficulty is not None:
-        from kit.learn.difficulty import DifficultyPredictor
-        from kit.runtime.schedule import Ours
-
         if not all(p.text for p in pool):
             raise ValueError(f"--difficulty needs problem texts; the pool {args.pool} has none (use a trace pool "
                              "or records)")
@@ -195,32 +232,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _dryrun(args: argparse.Namespace) -> int:
-    from kit.runtime.dryrun import DryRunOptions, run
-
-    summary = run(DryRunOptions(
-        problems=args.problems, model=args.model, engine=args.engine, traces=args.traces,
-        profile=args.profile, preset=args.preset, config=args.config, time_limit=args.time_limit,
-        out=args.out, samples=args.samples, max_tokens=args.max_tokens, seed=args.seed,
-        shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose,
-        policy=args.policy, difficulty=args.difficulty))
+    cfg = dryrun_config(args)
+    problems, source = _dryrun_problems(args, cfg)
+    if args.out is not None:
+        cfg = replace(cfg, records_dir=str(args.out))
+    opts = DryRunOptions(config=cfg, problems=problems, problem_source=source, out=args.out,
+                         seed=0 if args.seed is None else args.seed, shuffle=not args.no_shuffle, limit=args.limit,
+                         verbose=args.verbose)
+    factory = engine_factory(cfg) if cfg.engine == "replay" else None
+    summary = asyncio.run(run_dryrun(opts, engine_factory=factory))
     return 0 if summary.problems else 1
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import shlex
-    import time
-
-    from rich.console import Console
-
-    from kit.offline.evaluate import (
-        DEFAULT_BUDGETS,
-        evaluate,
-        load_runs,
-        print_summary,
-        write_json,
-        write_report,
-    )
-
     console = Console(width=None if sys.stdout.isatty() else 150)
     if args.boot < 1:
         raise ValueError(f"--boot must be >= 1, got {args.boot}")
@@ -235,8 +259,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         records.append(dry.out / "records.jsonl")
     start = time.perf_counter()
     runs = load_runs(records, args.pool, tokenizer=args.tokenizer, profile=args.profile, console=console)
+    scorer = Scorer.load(args.scorer) if args.scorer is not None else None
     ev = evaluate(runs, ks=args.ks, budgets=args.budgets or DEFAULT_BUDGETS, n_boot=args.boot, seed=args.seed,
-                  scorer=args.scorer, console=console)
+                  scorer=scorer, console=console)
     ev.seconds = time.perf_counter() - start
     files = write_report(ev, out)
     print_summary(ev, console)

@@ -1,10 +1,7 @@
-"""Compatibility alias: this module lives at :mod:`kit.runtime.records` now (docs/architecture.md: layers).
+"""Compatibility module: run records are written by :mod:`kit.runtime.records` and read by
+:mod:`kit.offline.runs` now (docs/architecture.md: layers). The old names keep working."""
 
-Old imports keep working and give the very same module object (``kit.records is kit.runtime.records``).
-"""
+from kit.offline.runs import RecordFormatError, problems_frame, read_events, samples_frame
+from kit.runtime.records import RECORD_VERSION, RunRecorder
 
-import sys
-
-import kit.runtime.records as _moved
-
-sys.modules[__name__] = _moved
+__all__ = ["RECORD_VERSION", "RecordFormatError", "RunRecorder", "problems_frame", "read_events", "samples_frame"]

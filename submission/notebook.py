@@ -9,6 +9,7 @@ import json
 import tarfile
 from pathlib import Path
 
+from kit.layers import closure, import_graph, layer_of, module_files
 from submission import REPO_ROOT, SubmissionError
 from submission.spec import BuildConfig
 
@@ -36,25 +37,38 @@ def flatten_requirements(path: Path, seen: set[Path] | None = None) -> list[str]
     return out
 
 
-def kit_tarball(include_traces: bool) -> bytes:
-    """tar.gz of the kit package (sources and resources; no caches, traces optional), reproducible."""
+EMBEDDED_ROOTS = ("kit.runtime",)
+"""What the notebook runs: the runtime layer (docs/architecture.md), with every module it imports."""
+REPLAY_ROOTS = ("kit.sim.replay",)
+"""Added when the submission plays recorded samples (``engine: replay``)."""
+
+
+def embedded_modules(replay: bool) -> list[str]:
+    """The kit modules the notebook embeds: every ``kit.runtime`` module (the sandbox worker and the
+    time-limited helpers start as ``python -m`` of their modules, so the whole layer goes in), plus the
+    import closure of the replay engine when it is used — and nothing of the offline or learning layers."""
+    graph = import_graph(KIT_DIR)
+    modules = [m for m in module_files(KIT_DIR) if m == "kit" or (layer_of(m) == "runtime" and m.startswith(EMBEDDED_ROOTS))]
+    wanted = closure([*modules, *(REPLAY_ROOTS if replay else ())], graph)
+    return sorted(wanted)
+
+
+def kit_tarball(include_traces: bool, modules: list[str] | None = None) -> bytes:
+    """tar.gz of the embedded kit modules and the bundled data (traces optional), reproducible."""
+    files = module_files(KIT_DIR)
+    chosen = [files[m] for m in (modules if modules is not None else embedded_modules(include_traces))]
+    data = [p for p in sorted((KIT_DIR / "resources").rglob("*"))
+            if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
+            and (include_traces or "traces" not in p.relative_to(KIT_DIR).parts)]
     buf = io.BytesIO()
-
-    def keep(p: Path) -> bool:
-        rel = p.relative_to(KIT_DIR)
-        if "__pycache__" in rel.parts or p.suffix in (".pyc", ".pyo"):
-            return False
-        return include_traces or rel.parts[:2] != ("resources", "traces")
-
     with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as gz, \
             tarfile.open(fileobj=gz, mode="w") as tar:
-        for p in sorted(KIT_DIR.rglob("*")):
-            if p.is_file() and keep(p):
-                info = tar.gettarinfo(str(p), arcname=str(Path("kit") / p.relative_to(KIT_DIR)))
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                info.mode = 0o644
-                with p.open("rb") as fh:
-                    tar.addfile(info, fh)
+        for p in sorted({*chosen, *data}):
+            info = tar.gettarinfo(str(p), arcname=str(Path("kit") / p.relative_to(KIT_DIR)))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            info.mode = 0o644
+            with p.open("rb") as fh:
+                tar.addfile(info, fh)
     return buf.getvalue()
 
 
@@ -72,7 +86,10 @@ Profile `{profile}`, competition `{competition}`. Internet off: packages come fr
 Cells: config → offline install → environment → kit source → versions → gateway.
 """
 
-CONFIG_CELL = '''# Build config (YAML): `submission:` → kit.runtime.kaggle.SubmissionConfig, `kaggle:` → build/upload metadata.
+CONFIG_CELL = '''# The run's clock starts here: the time bank counts the install and imports below against the 5 hours.
+import os, time
+os.environ["AIMO_KIT_RUN_START"] = repr(time.time())
+# Build config (YAML): `submission:` → kit.runtime.run_config.SubmissionConfig, `kaggle:` → build/upload metadata.
 import yaml
 CONFIG_YAML = {yaml_text!r}
 CONFIG = yaml.safe_load(CONFIG_YAML)
@@ -117,7 +134,7 @@ for k in ("TRITON_PTXAS_PATH", "VLLM_WORKER_MULTIPROC_METHOD", "HF_HUB_OFFLINE",
     print(f"{{k}}={{os.environ.get(k)}}")
 '''
 
-KIT_CELL = '''# The kit's source, embedded (base64 tar.gz of kit/ incl. kit/resources): unpacked and put first on sys.path.
+KIT_CELL = '''# The kit's runtime layer, embedded (base64 tar.gz, + kit/resources data): unpacked and put first on sys.path.
 import base64, hashlib, io, os, sys, tarfile, tempfile
 KIT_TGZ_B64 = {b64!r}
 _blob = base64.b64decode(KIT_TGZ_B64)
@@ -154,12 +171,14 @@ print("GPUs:", gpus or "none")
 '''
 
 GATEWAY_CELL = '''# Gateway: rerun -> server.serve(); competition data present -> its local gateway; else kit's LocalGateway.
-from kit.runtime.config import from_dict
 from kit.runtime.kaggle import SubmissionConfig, build_predict, run_gateway
-_from_dict = getattr(SubmissionConfig, "from_dict", None)
-cfg = _from_dict(CONFIG["submission"]) if _from_dict else from_dict(SubmissionConfig, CONFIG["submission"])
+cfg = SubmissionConfig.from_dict(CONFIG["submission"])
 print(cfg)
-predict = build_predict(cfg)
+engine_factory = None
+if cfg.engine == "replay":  # recorded samples: the simulation layer's engine, embedded for this build
+    from kit.sim.replay import engine_factory as replay_factory
+    engine_factory = replay_factory(cfg)
+predict = build_predict(cfg, engine_factory=engine_factory)
 SUBMISSION_PATH = run_gateway(predict, cfg)
 print("submission:", SUBMISSION_PATH)
 '''
@@ -181,7 +200,8 @@ def build_notebook(cfg: BuildConfig, out_dir: Path) -> tuple[Path, Path]:
     traces = cfg.kaggle.embed_traces
     if traces is None:
         traces = cfg.submission.get("engine", "vllm") == "replay"
-    blob = kit_tarball(include_traces=bool(traces))
+    replay = cfg.submission.get("engine", "vllm") == "replay"
+    blob = kit_tarball(include_traces=bool(traces), modules=embedded_modules(replay))
     requirements = flatten_requirements(REPO_ROOT / cfg.kaggle.requirements)
     try:
         rel = cfg.path.resolve().relative_to(REPO_ROOT)

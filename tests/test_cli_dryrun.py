@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kit.cli import main
-from kit.runtime.records import read_events
+from kit.offline.runs import read_events
 
 REPO = Path(__file__).resolve().parents[1]
 

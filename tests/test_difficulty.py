@@ -34,12 +34,14 @@ from kit.learn.difficulty import (
     table_hook,
     targets_frame,
 )
+from kit.offline.runs import read_events
+from kit.offline.tokenizers import ApproxSplitter
 from kit.offline.traces import load_pool
 from kit.runtime.config import ConfigError
 from kit.runtime.records import RunRecorder
 from kit.runtime.schedule import Ours, TimeBank
+from kit.runtime.throughput import SpeedModel
 from kit.runtime.tokens import ApproxTokenizer
-from kit.sim.replay import SpeedModel
 from kit.sim.simulate import SimProblem, monte_carlo, pool_from_records, pool_from_traces
 from training.common import load_config
 from training.difficulty import DifficultyConfig, crossfit, load_targets, run
@@ -136,10 +138,12 @@ def test_record_targets_texts_and_token_counts(tmp_path: Path) -> None:
         ("q", "Recorded statement q.", 400.0)]
 
     bare = _records(tmp_path / "bare" / "records.jsonl", problems, with_tokens=False)
-    with pytest.raises(DataError, match=r"bare/records\.jsonl: sample 0 of problem 'p1' has no 'tokens'"):
+    with pytest.raises(DataError, match=r"bare/records\.jsonl:\d+: sample event \(problem p1\) has no 'tokens'"):
         problems_from_records(bare)
-    counted = problems_from_records(bare, count_tokens=lambda text: len(text.split()))
-    assert counted[0].samples == ((True, 1), (False, 2), (True, 3), (False, 4))
+    approx = ApproxSplitter()
+    counted = problems_from_records(bare, tokenizer=approx)
+    texts = [e["text"] for e in read_events(bare, "sample") if e["problem_id"] == "p1" and e["finish_reason"] == "stop"]
+    assert counted[0].samples == tuple((c, approx.count(t)) for c, t in zip((True, False, True, False), texts, strict=True))
 
 
 def test_bad_record_inputs_name_the_file_and_field(tmp_path: Path) -> None:
@@ -150,12 +154,13 @@ def test_bad_record_inputs_name_the_file_and_field(tmp_path: Path) -> None:
         problems_from_records(old)
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"id": "zz", "problem": "?"}) + "\n")
-    with pytest.raises(DataError, match=r"problem 'p1' is not in the problem set .*other\.jsonl"):
+    with pytest.raises(DataError, match=r"problem 'p1' has no recorded text and is not in the problem set .*other\.jsonl"):
         problems_from_records(_records(tmp_path / "r.jsonl", problems), problems=other)
     no_start = tmp_path / "no_start.jsonl"
     with RunRecorder(no_start) as rec:
+        rec.write("sample", problem_id="p1", index=0, answer=5, tokens=10, finish_reason="stop", text="t")
         rec.write("problem", problem_id="p1", gold=5, answer=5)
-    with pytest.raises(DataError, match="no run_start event"):
+    with pytest.raises(DataError, match=r"problem 'p1' has no recorded text and is not in the problem set \(none given\)"):
         problems_from_records(no_start)
 
 
@@ -332,8 +337,6 @@ def test_predictor_hook_orders_real_deadlines(trained: tuple[Path, object]) -> N
 @pytest.mark.slow
 def test_dryrun_time_bank_uses_a_trained_predictor(trained: tuple[Path, object], tmp_path: Path) -> None:
     from kit.cli import main as kit_main
-    from kit.runtime.records import read_events
-
     trained_dir, _ = trained
     out = tmp_path / "predictor"  # the trained predictor with its reference doubled: factors near 0.5
     shutil.copytree(trained_dir, out)
@@ -345,7 +348,7 @@ def test_dryrun_time_bank_uses_a_trained_predictor(trained: tuple[Path, object],
     assert kit_main([*args, "--difficulty", str(out), "--out", str(tmp_path / "with")]) == 0
     assert kit_main([*args, "--out", str(tmp_path / "without")]) == 0
     start = read_events(tmp_path / "with" / "records.jsonl", "run_start")[0]
-    assert start["options"]["difficulty"] == str(out)
+    assert start["config"]["difficulty"] == str(out)
     with_problems = read_events(tmp_path / "with" / "records.jsonl", "problem")
     assert len(with_problems) == 3 and all(p["problem"] for p in with_problems)
     # same problem order and bank state before the first problem: its deadline is scaled by the factor

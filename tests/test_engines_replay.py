@@ -19,8 +19,9 @@ import pytest
 
 from kit.offline.traces import RecordedSample, load_pool
 from kit.runtime.engines.base import Chunk, Engine, GenParams, RealClock
-from kit.runtime.sandbox.tir import extract_code
-from kit.sim.replay import ReplayConfig, ReplayEngine, SpeedModel, VirtualClock
+from kit.runtime.protocols.tir import extract_code
+from kit.runtime.throughput import SpeedModel
+from kit.sim.replay import ReplayConfig, ReplayEngine, VirtualClock
 
 SHORT_PROBLEM = "9"
 """SkyThought AIME24 problem whose 11 samples are the shortest (≤ 7.8k chars): fast tests."""

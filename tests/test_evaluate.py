@@ -18,18 +18,13 @@ import polars as pl
 import pytest
 
 from kit.cli import main
-from kit.offline.evaluate import (
-    ApproxSplitter,
-    HFSplitter,
-    budget_curve,
-    evaluate,
-    load_pool_run,
-    load_runs,
-    maj_at_k,
-    pass_at_k,
-    selection_problems,
-)
-from kit.offline.selection import problems_from_pool, problems_from_records
+from kit.learn.scorer import Scorer
+from kit.offline.budget import budget_curve
+from kit.offline.evaluate import evaluate
+from kit.offline.metrics import maj_at_k, pass_at_k
+from kit.offline.runs import load_pool_run, load_runs
+from kit.offline.selection import problems_from_pool, problems_from_records, selection_problems
+from kit.offline.tokenizers import ApproxSplitter, HFSplitter
 from kit.runtime.answers import extract_answer
 from kit.runtime.profiles import get_profile
 from kit.runtime.records import RECORD_VERSION, RunRecorder
@@ -494,7 +489,7 @@ def test_trained_scorer_row_is_judged_on_held_out_problems_only(tmp_path: Path) 
     train_scorer(str(build_tiny_model()), train, out, settings=TrainSettings(max_steps=2, logging_steps=1),
                  fmt=InputFormat(max_length=256, max_problem_tokens=64), source="pool nemoskills")
     run = load_runs(pools=["nemoskills"])[0]
-    ev = evaluate([run], budgets=[1000], n_boot=50, scorer=out)
+    ev = evaluate([run], budgets=[1000], n_boot=50, scorer=Scorer.load(out))
     rows = {r["strategy"]: r for r in ev.strategies.to_dicts()}
     held = [p for p in run.scored if p.problem_id not in {t[0] for t in train}]
     assert rows["scorer [held-out]"]["n"] == rows["majority [held-out]"]["n"] == len(held)
@@ -503,7 +498,7 @@ def test_trained_scorer_row_is_judged_on_held_out_problems_only(tmp_path: Path) 
     # a scorer trained elsewhere is judged on every problem
     meta = json.loads((out / "scorer.json").read_text())
     (out / "scorer.json").write_text(json.dumps({**meta, "source": "pool somewhere_else"}))
-    ev = evaluate([load_runs(pools=["nemoskills"])[0]], budgets=[1000], n_boot=50, scorer=out)
+    ev = evaluate([load_runs(pools=["nemoskills"])[0]], budgets=[1000], n_boot=50, scorer=Scorer.load(out))
     rows = {r["strategy"]: r for r in ev.strategies.to_dicts()}
     assert rows["scorer"]["n"] == len(run.scored) and "scorer [held-out]" not in rows
     assert ev.strategies.filter(pl.col("strategy") == "scorer")["accuracy"][0] <= 1.0

@@ -14,14 +14,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from kit.offline.runs import read_events
 from kit.offline.traces import load_pool
 from kit.runtime.config import ConfigError
 from kit.runtime.kaggle import GatewayImportError, LocalGateway, SubmissionConfig, build_predict, run_gateway
 from kit.runtime.profiles import AIMO2
 from kit.runtime.prompts import COT, TIR
-from kit.runtime.records import read_events
 from kit.runtime.solver import SolverConfig
-from kit.sim.replay import ReplayConfig, ReplayEngine
+from kit.sim.replay import ReplayConfig, ReplayEngine, engine_factory
 
 FAST = SolverConfig(n_samples=4, max_tokens=4000, prompts=(COT,))
 
@@ -46,7 +46,7 @@ def _predict(tmp_path: Path, **kw):
     factory = kw.pop("engine_factory", None)
     profile = kw.pop("profile", None)
     cfg = SubmissionConfig(engine="replay", solver=kw.pop("solver", FAST), records_dir=str(tmp_path / "rec"), **kw)
-    return build_predict(cfg, engine_factory=factory, started_at=time.monotonic(), profile=profile)
+    return build_predict(cfg, engine_factory=factory or engine_factory(cfg), started_at=time.time(), profile=profile)
 
 
 def _valid(frame: pl.DataFrame, id_: object) -> int:
@@ -101,7 +101,7 @@ def test_a_broken_difficulty_predictor_costs_its_hook_not_the_run(tmp_path: Path
     try:
         (i0, p0, g0) = sky[0]
         assert _valid(predict(i0, p0), i0) == AIMO2.to_answer(g0)  # solved as usual, without the hook
-        errors = [e for e in _events(tmp_path, "kaggle_error") if e["what"].startswith("difficulty predictor")]
+        errors = [e for e in _events(tmp_path, "warning") if e["what"].startswith("difficulty predictor")]
         assert len(errors) == 1 and "not a difficulty predictor" in errors[0]["error"]
     finally:
         predict.close()
@@ -253,7 +253,7 @@ def test_empty_and_huge_problems_answer_in_range(tmp_path: Path, problem: str) -
 
 def test_wrong_model_path_answers_fallback_at_once_and_does_not_retry(tmp_path: Path, sky) -> None:
     cfg = SubmissionConfig(engine="vllm", model="/nope", records_dir=str(tmp_path / "rec"))
-    predict = build_predict(cfg, started_at=time.monotonic())
+    predict = build_predict(cfg, started_at=time.time())
     try:
         for i, p, _ in sky[:3]:
             t0 = time.monotonic()
@@ -275,7 +275,8 @@ def test_tiny_total_time_answers_everything_at_once(tmp_path: Path, sky) -> None
             assert time.monotonic() - t0 < 1
     finally:
         predict.close()
-    assert len(_events(tmp_path, "kaggle_skip")) == 3
+    assert [b["skip"] for b in _events(tmp_path, "budget")] == [True] * 3
+    assert [p["reason"] for p in _events(tmp_path, "problem")] == ["skipped"] * 3
 
 
 class _TimeEater(ReplayEngine):
@@ -308,7 +309,7 @@ def test_time_running_out_mid_run_makes_later_calls_answer_at_once(tmp_path: Pat
             assert time.monotonic() - t0 < 1
     finally:
         predict.close()
-    assert [e["problem_id"] for e in _events(tmp_path, "kaggle_skip")] == [i2, i3]
+    assert [e["problem_id"] for e in _events(tmp_path, "budget") if e["skip"]] == [i2, i3]
 
 
 class _Blocking(ReplayEngine):
@@ -376,7 +377,7 @@ def test_run_gateway_uses_our_gateway_without_competition_data(tmp_path: Path, s
     monkeypatch.chdir(tmp_path)
     cfg = SubmissionConfig(engine="replay", solver=FAST, records_dir=str(tmp_path / "rec"),
                            competition_dir=str(tmp_path / "missing"))
-    predict = build_predict(cfg, started_at=time.monotonic())
+    predict = build_predict(cfg, engine_factory=engine_factory(cfg), started_at=time.time())
     try:
         out = run_gateway(predict, cfg)
     finally:
@@ -424,7 +425,7 @@ def test_run_gateway_uses_the_competitions_server(tmp_path: Path, monkeypatch, r
         monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
     cfg = SubmissionConfig(engine="replay", solver=FAST, records_dir=str(tmp_path / "rec"),
                            competition_dir=str(comp))
-    predict = build_predict(cfg, started_at=time.monotonic())
+    predict = build_predict(cfg, engine_factory=engine_factory(cfg), started_at=time.time())
     try:
         out = run_gateway(predict, cfg)
     finally:
@@ -447,7 +448,7 @@ def test_tiny_model_on_vllm_cpu_through_the_local_gateway(tmp_path: Path) -> Non
     from kit.runtime.problems import problems_path
 
     cfg = SubmissionConfig(records_dir=str(tmp_path / "rec"), total_seconds=3600.0)  # tiny model, cpu preset
-    predict = build_predict(cfg, started_at=time.monotonic())
+    predict = build_predict(cfg, started_at=time.time())
     try:
         report = LocalGateway(problems_path("aimo2_reference"), out_dir=tmp_path).run(predict)
     finally:

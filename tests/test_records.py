@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from kit.runtime.records import (
-    RECORD_VERSION,
-    RecordFormatError,
-    RunRecorder,
-    problems_frame,
-    read_events,
-    samples_frame,
-)
+from kit.offline.runs import RecordFormatError, problems_frame, read_events, samples_frame
+from kit.runtime.records import RECORD_VERSION, RunRecorder
 
 
 def _write(path: Path) -> None:

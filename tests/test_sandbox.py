@@ -11,17 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from kit.runtime.protocols.tir import OPENMATH, QWEN, extract_code, format_output
 from kit.runtime.sandbox import (
-    OPENMATH,
-    QWEN,
     RunResult,
     Sandbox,
     SandboxConfig,
     SandboxError,
     Status,
     cut_middle,
-    extract_code,
-    format_output,
 )
 
 TIMEOUT = 2.0

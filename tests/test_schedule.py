@@ -15,8 +15,9 @@ from kit.runtime.profiles import get_profile
 from kit.runtime.prompts import COT
 from kit.runtime.schedule import POLICIES, Budget, Outcome, TimeBank, make_policy
 from kit.runtime.solver import Solver, SolverConfig, sample_seed
+from kit.runtime.throughput import SpeedModel
 from kit.runtime.voting import StopRules
-from kit.sim.replay import ReplayConfig, ReplayEngine, SpeedModel
+from kit.sim.replay import ReplayConfig, ReplayEngine
 from kit.sim.simulate import (
     Oracle,
     SimProblem,

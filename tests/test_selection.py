@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kit.offline.runs import RecordFormatError, read_events
 from kit.offline.selection import (
     STRATEGIES,
     Candidate,
@@ -32,7 +33,7 @@ from kit.runtime.answers import extract_answer
 from kit.runtime.config import ConfigError, load_yaml
 from kit.runtime.profiles import get_profile
 from kit.runtime.prompts import COT
-from kit.runtime.records import RecordFormatError, RunRecorder, read_events
+from kit.runtime.records import RunRecorder
 from kit.runtime.solver import SAMPLING_PRESETS, SamplingSpec, Solver, SolverConfig
 from kit.runtime.tokens import ApproxTokenizer
 from kit.runtime.voting import Vote, majority

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from kit.offline.runs import read_events
 from kit.offline.traces import load_pool
 from kit.runtime.answers import extract_answer
 from kit.runtime.engines.base import GenParams
 from kit.runtime.profiles import get_profile
 from kit.runtime.prompts import COT, TIR
-from kit.runtime.records import RunRecorder, read_events
+from kit.runtime.records import RunRecorder
 from kit.runtime.sandbox import Sandbox
 from kit.runtime.solver import Solver, SolverConfig, is_looping, sample_seed
 from kit.runtime.voting import StopRules, Vote, decided, majority

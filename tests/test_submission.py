@@ -49,13 +49,20 @@ def test_build_writes_notebook_without_outputs_and_with_embedded_kit(tmp_path: P
     text = "\n".join(c.source for c in code)
     for needle in ("submission:", "kaggle:", "--no-index", "--find-links", "TRITON_PTXAS_PATH",
                    "VLLM_WORKER_MULTIPROC_METHOD", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                   "build_predict(cfg)", "run_gateway(predict, cfg)", "metadata.version"):
+                   "build_predict(cfg, engine_factory=engine_factory)", "run_gateway(predict, cfg)",
+                   "metadata.version"):
         assert needle in text, needle
+    # the run's clock starts in the first code cell, before the offline install
+    assert code[0].source.splitlines()[2] == 'os.environ["AIMO_KIT_RUN_START"] = repr(time.time())'
     names = set(_kit_tar(nb).getnames())
-    for must in ("kit/__init__.py", "kit/kaggle.py", "kit/solver.py", "kit/resources/problems/aimo2_reference.csv"):
+    for must in ("kit/__init__.py", "kit/runtime/kaggle.py", "kit/runtime/solver.py", "kit/runtime/session.py",
+                 "kit/runtime/sandbox/worker.py", "kit/resources/problems/aimo2_reference.csv"):
         assert must in names
     assert not any("__pycache__" in n for n in names)
     assert not any(n.startswith("kit/resources/traces/") for n in names)  # engine vllm: traces left out
+    code_files = [n for n in names if n.endswith(".py")]
+    assert all(n == "kit/__init__.py" or n.startswith("kit/runtime/") for n in code_files), \
+        sorted(n for n in code_files if not n.startswith("kit/runtime/"))  # the runtime layer only
 
 
 def test_build_is_reproducible(tmp_path: Path) -> None:
@@ -219,3 +226,14 @@ def test_offline_wheelhouse_installs_cpu_requirements_into_fresh_venv(tmp_path: 
     assert len(summary["rows"]) == 2
     print(f"offline wheelhouse path: {time.monotonic() - t0:.0f} s")
     shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_a_replay_build_embeds_the_replay_engine_and_what_it_imports_only(tmp_path: Path) -> None:
+    config = tmp_path / "replay.yaml"
+    config.write_text("submission:\n  engine: replay\n  solver:\n    n_samples: 4\nkaggle:\n  requirements: requirements/cpu.txt\n")
+    dist = tmp_path / "dist"
+    assert main(["build", "--config", str(config), "--out", str(dist)]) == 0
+    names = set(_kit_tar(nbformat.read(str(dist / "notebook.ipynb"), as_version=4)).getnames())
+    assert {"kit/sim/replay.py", "kit/offline/traces.py"} <= names
+    assert any(n.startswith("kit/resources/traces/skythought_32b_aime24/") for n in names)
+    assert not any(n.startswith(("kit/learn/", "kit/offline/evaluate", "kit/sim/simulate")) for n in names)

@@ -16,6 +16,7 @@ from kit.runtime.voting import (
     majority,
     ranking,
     tally,
+    vote_kind,
 )
 
 
@@ -74,10 +75,18 @@ def test_per_sample_and_per_kind_weights() -> None:
     assert tally(code_verified) == {12: 2.0, 30: 2.0}
     assert majority(code_verified) == 30
     assert majority(code_verified, tie_break="smaller") == 12
-    by_kind = Weighting(kind_weights={"tir": 1.5})
-    v = [Vote(12, kind="tir"), Vote(30), Vote(12, kind="tir"), Vote(30), Vote(30)]
+    by_kind = Weighting(kind_weights={"code_ok": 1.5})
+    v = [Vote(12, kind="code_ok"), Vote(30), Vote(12, kind="code_ok"), Vote(30), Vote(30)]
     assert tally(v, by_kind) == {12: 3.0, 30: 3.0}
     assert majority(v, by_kind, tie_break="earliest") == 12
+
+
+def test_one_vote_kind_vocabulary() -> None:
+    assert [vote_kind(0, 0), vote_kind(2, 0), vote_kind(2, 1)] == ["cot", "code_ok", "code_error"]
+    with pytest.raises(ValueError, match="vote kind"):
+        Vote(1, kind="tir")  # a prompt kind is not a vote kind
+    with pytest.raises(ValueError, match="unknown vote kind"):
+        Weighting(kind_weights={"tir": 1.5})
 
 
 def test_float_noise_never_decides_a_tie() -> None:

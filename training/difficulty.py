@@ -14,6 +14,7 @@ hook's effect without flattering it (``bench/difficulty.py``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import sys
@@ -36,8 +37,8 @@ from kit.learn.difficulty import (
     resolve_encoder,
     split_by_problem,
     targets_frame,
-    token_counter,
 )
+from kit.offline.tokenizers import resolve_tokenizer
 from training.common import cli, on_gpu
 
 
@@ -92,13 +93,13 @@ def load_targets(cfg: DifficultyConfig):
     several (trace pools reuse ids such as ``0``)."""
     import polars as pl
 
-    count = token_counter(cfg.tokenizer)
+    tokenizer = resolve_tokenizer(cfg.tokenizer or "approx")
     problems: list[ProblemSamples] = []
     for i, src in enumerate(cfg.sources):
         if src.kind == "records":
-            got = problems_from_records(src.path, problems=src.problems, count_tokens=count)
+            got = problems_from_records(src.path, problems=src.problems, tokenizer=tokenizer)
         else:
-            got = problems_from_traces(src.path, profile=cfg.profile, count_tokens=count)
+            got = problems_from_traces(src.path, profile=cfg.profile, tokenizer=tokenizer)
         if len(cfg.sources) > 1:
             got = [ProblemSamples(f"{i}:{p.pid}", p.text, p.samples) for p in got]
         problems.extend(got)
@@ -152,7 +153,7 @@ def train_predictor(train, cfg: DifficultyConfig, out: str | Path) -> Difficulty
     trainer.save_model(str(out))
     tok.save_pretrained(out)
     meta = PredictorMeta(base_model=cfg.base_model, log_mean=mean, log_std=std, reference_tokens=1.0,
-                         target=cfg.target, clip=CLIP, max_length=cfg.max_length, train_problems=train.height,
+                         target=dataclasses.asdict(cfg.target), clip=CLIP, max_length=cfg.max_length, train_problems=train.height,
                          sources=[s.path for s in cfg.sources])
     predictor = DifficultyPredictor(trainer.model, tok, meta)
     predictor.meta = _with(meta, reference_tokens=statistics.median(predictor.predict(train["text"].to_list())))

@@ -30,27 +30,32 @@ import shutil
 import statistics
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from kit.learn.data import DataError
-from kit.runtime.config import ConfigError, from_dict
-from kit.runtime.solver import DONE_REASONS
+from kit.offline.runs import RecordFormatError, load_pool_run, load_records_run
+from kit.offline.tokenizers import TokenSplitter
+from kit.offline.traces import TraceFormatError
+from kit.runtime.config import ConfigError, read_json
+from kit.runtime.difficulty_hook import (
+    CLIP,
+    META_FILE,
+    DifficultyPredictor,
+    Hook,
+    PredictorMeta,
+    clip_factor,
+    policy_with_difficulty,
+    problem_text,
+)
+from kit.runtime.problems import ProblemFileError, load_problems
 
 log = logging.getLogger(__name__)
 
 TINY_ENCODER = "tiny-encoder"
 """Base-model name that resolves to the offline tiny encoder (:func:`build_tiny_encoder`)."""
 PRODUCTION_ENCODER = "answerdotai/ModernBERT-base"
-META_FILE = "difficulty.json"
-"""Written beside the saved model: target definition, label normalisation, hook reference, metrics."""
-CLIP: tuple[float, float] = (0.25, 4.0)
-"""The factor range :meth:`kit.runtime.schedule.Ours.budget` clamps a difficulty factor to."""
-"""Sample finish reasons that count as a finished attempt (aborted/cancelled samples say nothing of need)."""
-
-TokenCounter = Callable[[str], int]
-Hook = Callable[[Any], float]
 
 
 # --- targets ----------------------------------------------------------------------------------------
@@ -88,110 +93,53 @@ class ProblemSamples:
     """(correct, generated tokens) per finished sample."""
 
 
-def token_counter(tokenizer: str | None = None) -> TokenCounter:
-    """Token counting for sample texts: ``None``/``"approx"`` → :class:`kit.runtime.tokens.ApproxTokenizer` (no
-    download; ≈3.3 chars/token on long CoT); otherwise a tokenizer name or folder for ``AutoTokenizer``."""
-    if tokenizer in (None, "approx"):
-        from kit.runtime.tokens import ApproxTokenizer
-
-        return ApproxTokenizer().count
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(tokenizer))
-    return lambda text: len(tok.encode(text, add_special_tokens=False))
-
-
 def problems_from_traces(pool: str | Path, *, profile: Any = None,
-                         count_tokens: TokenCounter | None = None) -> list[ProblemSamples]:
-    """Problems of a recorded trace pool (bundled name, folder or file; see :mod:`kit.offline.traces`).
+                         tokenizer: TokenSplitter | None = None) -> list[ProblemSamples]:
+    """Problems of a recorded trace pool (bundled name, folder or file), read by
+    :func:`kit.offline.runs.load_pool_run`.
 
     A sample is correct by the harness's own verdict when the file records one (symbolic answers graded
-    properly), else by :func:`kit.runtime.answers.extract_answer` normalised for ``profile`` against the gold.
-    Token counts come from ``count_tokens`` (default: the approximate tokenizer).
+    properly), else when its answer normalised for ``profile`` equals the gold. Tokens are counted with
+    ``tokenizer`` (default: the approximate tokenizer).
     """
-    from kit.offline.traces import TraceFormatError, load_pool
-    from kit.runtime.answers import extract_answer
-    from kit.runtime.profiles import get_profile
-
-    prof = get_profile(profile)
-    count = count_tokens or token_counter(None)
     try:
-        samples = load_pool(pool)
+        run = load_pool_run(pool, profile=profile, tokenizer=tokenizer)
     except TraceFormatError as exc:
         raise DataError(str(exc)) from None
-    if not samples:
-        raise DataError(f"trace pool {pool}: no samples")
-    groups: dict[str, list] = {}
-    for s in samples:
-        groups.setdefault(s.problem_id, []).append(s)
     out = []
-    for pid, group in groups.items():
-        gold = prof.to_answer(group[0].gold)
-        rows = []
-        for s in group:
-            correct = s.recorded_correct if s.recorded_correct is not None else (
-                gold is not None and prof.to_answer(extract_answer(s.text)) == gold)
-            rows.append((bool(correct), max(count(s.text), 1)))
-        out.append(ProblemSamples(pid, group[0].problem, tuple(rows)))
+    for p in run.problems:
+        rows = tuple((bool(s.recorded_correct) if s.recorded_correct is not None
+                      else p.gold is not None and s.answer == p.gold, max(s.tokens, 1)) for s in p.samples)
+        out.append(ProblemSamples(p.problem_id, p.problem, rows))
+    if not out:
+        raise DataError(f"trace pool {pool}: no samples")
     return out
 
 
 def problems_from_records(path: str | Path, *, problems: str | Path | None = None,
-                          count_tokens: TokenCounter | None = None) -> list[ProblemSamples]:
-    """Problems of our own run records (:mod:`kit.runtime.records`): finished samples, correct when their
-    normalised answer equals the ``problem`` event's gold; problems without a gold are skipped.
+                          tokenizer: TokenSplitter | None = None) -> list[ProblemSamples]:
+    """Problems of our own run records, read by :func:`kit.offline.runs.load_records_run`: finished samples,
+    correct when their normalised answer equals the ``problem`` event's gold; problems without a gold are
+    skipped.
 
-    Texts come from ``problems`` (a problem set, see :mod:`kit.runtime.problems`) when given, else from the
-    ``problem`` events (the solver records each statement), else from the set named in ``run_start``. Token counts are
-    the engine's (``tokens``); a sample without one is an error unless ``count_tokens`` is given — a
-    silent approximation would mix two token scales in one target.
+    Texts come from ``problems`` (a problem set, see :mod:`kit.runtime.problems`) when given — then every
+    problem must be in it —, else from the ``problem`` events (the solver records each statement). Token counts are the engine's (``tokens``); a
+    sample without one is an error unless ``tokenizer`` is given — a silent approximation would mix two
+    token scales in one target.
     """
-    from kit.runtime.problems import ProblemFileError, load_problems
-    from kit.runtime.records import RecordFormatError, read_events
-
-    path = Path(path)
     try:
-        events = read_events(path)
-    except RecordFormatError as exc:
+        texts = None if problems is None else {p.id: p.problem for p in load_problems(problems)}
+        run = load_records_run(path, tokenizer=tokenizer, texts=texts)
+    except (RecordFormatError, ProblemFileError) as exc:
         raise DataError(str(exc)) from None
-    recorded = {str(e["problem_id"]): e["problem"] for e in events
-                if e.get("event") == "problem" and isinstance(e.get("problem"), str) and e["problem"].strip()}
-    if problems is None and recorded:
-        texts = recorded
-    else:
-        if problems is None:
-            start = next((e for e in events if e.get("event") == "run_start"), None)
-            if start is None:
-                raise DataError(f"{path}: no recorded problem texts and no run_start event naming the problem "
-                                "set; give the problem set (field 'problems') to read the texts from")
-            named = start.get("options", {}).get("problems")
-            problems = None if named in (None, "None") else named
-        try:
-            texts = {p.id: p.problem for p in load_problems(problems)}
-        except ProblemFileError as exc:
-            raise DataError(str(exc)) from None
-    golds = {e["problem_id"]: e.get("gold") for e in events if e.get("event") == "problem"}
-    groups: dict[str, list[tuple[bool, int]]] = {}
-    for e in events:
-        if e.get("event") != "sample" or e.get("finish_reason") not in DONE_REASONS:
-            continue
-        pid = str(e.get("problem_id"))
-        gold = golds.get(pid)
-        if gold is None:
-            continue
-        tokens = e.get("tokens")
-        if tokens is None:
-            if count_tokens is None:
-                raise DataError(f"{path}: sample {e.get('index')} of problem {pid!r} has no 'tokens' count; "
-                                "give a tokenizer to count tokens from the sample text")
-            tokens = count_tokens(str(e.get("text", "")))
-        groups.setdefault(pid, []).append((e.get("answer") == gold, max(int(tokens), 1)))
     out = []
-    for pid, rows in groups.items():
-        if pid not in texts:
-            raise DataError(f"{path}: problem {pid!r} is not in the problem set {problems or 'default'} "
-                            "(field 'problems'): no text to learn from")
-        out.append(ProblemSamples(pid, texts[pid], tuple(rows)))
+    for p in run.problems:
+        if p.gold is None or not p.done:
+            continue
+        if (texts is not None and p.problem_id not in texts) or not p.problem.strip():
+            raise DataError(f"{path}: problem {p.problem_id!r} has no recorded text and is not in the problem set "
+                            f"{problems or '(none given)'} (field 'problems'): no text to learn from")
+        out.append(ProblemSamples(p.problem_id, p.problem, tuple((s.answer == p.gold, max(s.tokens, 1)) for s in p.done)))
     if not out:
         raise DataError(f"{path}: no finished samples of a problem with a gold answer")
     return out
@@ -315,7 +263,7 @@ def build_tiny_encoder(path: str | Path | None = None, *, spec: TinyEncoderSpec 
     tiny = build_tiny_model()
     marker = {"spec": dataclasses.asdict(spec), "tokenizer": json.loads((tiny / MARKER_FILE).read_text())["digest"]}
     path = Path(path) if path is not None else default_path().parent / "tiny-encoder-v1"
-    if _read_json(path / MARKER_FILE) == marker:
+    if read_json(path / MARKER_FILE) == marker:
         return path
     if path.exists() and any(path.iterdir()) and not (path / MARKER_FILE).exists():
         raise ConfigError(f"{path} exists and is not a tiny encoder build; refusing to overwrite it")
@@ -336,7 +284,7 @@ def build_tiny_encoder(path: str | Path | None = None, *, spec: TinyEncoderSpec 
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / MARKER_FILE).write_text(json.dumps(marker))
-        if _read_json(path / MARKER_FILE) == marker:  # a parallel build finished first: keep it
+        if read_json(path / MARKER_FILE) == marker:  # a parallel build finished first: keep it
             return path
         if path.exists():  # a stale build (other spec): move it aside with a rename, then delete it
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
@@ -346,18 +294,11 @@ def build_tiny_encoder(path: str | Path | None = None, *, spec: TinyEncoderSpec 
         try:
             os.rename(tmp, path)
         except OSError:  # a parallel build won the race: use it if it is the same build
-            if _read_json(path / MARKER_FILE) != marker:
+            if read_json(path / MARKER_FILE) != marker:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def resolve_encoder(name_or_path: str) -> str:
@@ -373,23 +314,6 @@ def resolve_encoder(name_or_path: str) -> str:
 
 
 # --- hooks ------------------------------------------------------------------------------------------
-
-
-def problem_text(problem: Any) -> str:
-    """The statement of what the time bank passes: a string (dry-run, Kaggle ``predict``) or an object
-    with a non-empty ``text`` (:class:`kit.sim.simulate.SimProblem`) or ``problem`` attribute."""
-    if isinstance(problem, str):
-        return problem
-    for attr in ("text", "problem"):
-        value = getattr(problem, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    raise ValueError(f"{type(problem).__name__} {getattr(problem, 'pid', '')!r} has no problem text "
-                     "(a SimProblem needs its pool loader to fill .text)")
-
-
-def clip_factor(factor: float, clip: tuple[float, float] = CLIP) -> float:
-    return min(max(float(factor), clip[0]), clip[1])
 
 
 def factors_from_tokens(tokens: Mapping[str, float], reference: float | None = None,
@@ -408,89 +332,6 @@ def table_hook(factors: Mapping[str, float]) -> Hook:
         return table[problem_text(problem)]
 
     return hook
-
-
-@dataclass(frozen=True)
-class PredictorMeta:
-    """Contents of ``difficulty.json``."""
-
-    base_model: str
-    log_mean: float
-    """Labels are (log tokens − log_mean) / log_std."""
-    log_std: float
-    reference_tokens: float
-    """Median predicted tokens over the training problems: the hook's factor 1."""
-    target: TargetRule = TargetRule()
-    clip: tuple[float, float] = CLIP
-    max_length: int = 512
-    train_problems: int = 0
-    eval_problems: int = 0
-    sources: list[str] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
-    version: int = 1
-
-
-class DifficultyPredictor:
-    """A saved regressor plus its metadata: ``predict`` tokens, ``hook`` for ``Ours(difficulty=...)``."""
-
-    def __init__(self, model: Any, tokenizer: Any, meta: PredictorMeta) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.meta = meta
-
-    @classmethod
-    def load(cls, path: str | Path) -> DifficultyPredictor:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        path = Path(path)
-        meta_path = path / META_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{path}: no {META_FILE}; not a difficulty predictor "
-                                    "(train one with python -m training.difficulty)")
-        data = _read_json(meta_path)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{meta_path}: not a JSON object")
-        meta = from_dict(PredictorMeta, data, where=str(meta_path))
-        model = AutoModelForSequenceClassification.from_pretrained(path)
-        return cls(model, AutoTokenizer.from_pretrained(path), meta)
-
-    def save_meta(self, path: str | Path) -> None:
-        (Path(path) / META_FILE).write_text(json.dumps(dataclasses.asdict(self.meta), indent=2))
-
-    def predict(self, texts: Sequence[str], *, batch_size: int = 32) -> list[float]:
-        """Predicted tokens needed for each text."""
-        import torch
-
-        out: list[float] = []
-        device = next(self.model.parameters()).device
-        for i in range(0, len(texts), batch_size):
-            enc = self.tokenizer(list(texts[i:i + batch_size]), truncation=True, max_length=self.meta.max_length,
-                                 padding=True, return_tensors="pt").to(device)
-            with torch.inference_mode():
-                z = self.model(**enc).logits[:, 0].float().cpu().tolist()
-            out.extend(math.exp(v * self.meta.log_std + self.meta.log_mean) for v in z)
-        return out
-
-    def factor(self, tokens: float) -> float:
-        return clip_factor(tokens / self.meta.reference_tokens, self.meta.clip)
-
-    def hook(self) -> Hook:
-        """``problem → factor`` for :class:`kit.runtime.schedule.Ours`; cached per text (the simulator asks for
-        the same problem thousands of times). In a live run a failing prediction must not cost the
-        problem (the time bank's caller would fall back to a default answer): it logs and returns 1."""
-        cache: dict[str, float] = {}
-
-        def hook(problem: Any) -> float:
-            try:
-                text = problem_text(problem)
-                if text not in cache:
-                    cache[text] = self.factor(self.predict([text])[0])
-                return cache[text]
-            except Exception as exc:  # never let the predictor fail a problem
-                log.warning("difficulty predictor failed (%s); factor 1", exc)
-                return 1.0
-
-        return hook
 
 
 # --- simulation -------------------------------------------------------------------------------------
@@ -517,19 +358,6 @@ def _mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def policy_with_difficulty(policy: str, predictor: str | Path | None = None) -> Any:
-    """The named time-bank policy (:data:`kit.runtime.schedule.POLICIES`) fed by a saved predictor's hook when
-    ``predictor`` names one. Only ``ours`` scales its deadlines by difficulty; asking for a hook with
-    another policy is an error rather than a silently ignored option."""
-    from kit.runtime.schedule import make_policy
-
-    if predictor is None:
-        return make_policy(policy)
-    if policy != "ours":
-        raise ValueError(f"a difficulty predictor ({predictor}) only feeds the 'ours' time policy, not {policy!r}")
-    return make_policy(policy, difficulty=DifficultyPredictor.load(predictor).hook())
-
-
 def simulate_hooks(pool: Sequence[Any], hooks: Mapping[str, Hook | None], *, runs: int, seed: int = 0,
                    profile: Any = None, speed: Any = None, n_problems: int = 50,
                    startup_seconds: float = 600.0, policy: Callable[..., Any] | None = None) -> list[HookResult]:
@@ -539,7 +367,7 @@ def simulate_hooks(pool: Sequence[Any], hooks: Mapping[str, Hook | None], *, run
     hook, so their CI is paired (much tighter than comparing two independent CIs)."""
     from kit.runtime.profiles import get_profile
     from kit.runtime.schedule import Ours
-    from kit.sim.replay import SpeedModel
+    from kit.runtime.throughput import SpeedModel
     from kit.sim.simulate import run_competition
 
     if runs < 2:
@@ -574,5 +402,5 @@ __all__ = [
     "PredictorMeta", "ProblemSamples", "TargetRule", "TinyEncoderSpec", "build_tiny_encoder", "clip_factor",
     "factors_from_tokens", "kfold", "policy_with_difficulty", "problem_text", "problems_from_records", "problems_from_traces",
     "regression_metrics", "resolve_encoder", "simulate_hooks", "split_by_problem", "table_hook",
-    "targets_frame", "token_counter",
+    "targets_frame",
 ]

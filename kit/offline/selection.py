@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import statistics
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from kit.runtime.voting import PLAIN, TieBreak, Vote, Weighting, majority
+import numpy as np
+import polars as pl
+
+from kit.offline.runs import Run, load_pool_run, load_records_run
+from kit.runtime.protocols.tir import output_blocks, output_shows_error
+from kit.runtime.voting import PLAIN, TieBreak, Vote, VoteKind, Weighting, majority, vote_kind
 
 if TYPE_CHECKING:
-    import polars as pl
-
     from kit.runtime.profiles import Profile
 
 
@@ -64,12 +66,22 @@ ProblemCandidates = tuple[str, str, "int | None", Sequence[Candidate]]
 """(problem id, problem text, gold answer or None, candidates) — one row of :func:`strategy_table`."""
 
 
+class CandidateScorer(Protocol):
+    """What evaluation needs of a trained scorer (:class:`kit.learn.scorer.Scorer` is one): its metadata
+    (``source`` and ``train_problems``, to judge it only on problems it never saw) and a batched scoring
+    pass that fills :attr:`Candidate.score` of every answered candidate."""
+
+    meta: dict
+
+    def fill(self, problems: Sequence[ProblemCandidates]) -> list[ProblemCandidates]: ...
+
+
 # --- votes ------------------------------------------------------------------------------------------
 
 
-def _kind(c: Candidate) -> str:
-    """Vote kind used by :class:`kit.runtime.voting.Weighting.kind_weights` for the code verdict."""
-    return "cot" if c.code_ok is None else ("code_ok" if c.code_ok else "code_error")
+def _kind(c: Candidate) -> VoteKind:
+    """The candidate's :data:`kit.runtime.voting.VOTE_KINDS` entry from its code verdict."""
+    return vote_kind(0 if c.code_ok is None else 1, 0 if c.code_ok in (None, True) else 1)
 
 
 def to_votes(candidates: Sequence[Candidate], weights: Sequence[float] | None = None) -> list[Vote]:
@@ -238,8 +250,6 @@ def _graded(problems: Sequence[ProblemCandidates]) -> list[ProblemCandidates]:
 
 def choices_frame(problems: Sequence[ProblemCandidates], strategies: Mapping[str, Strategy]) -> pl.DataFrame:
     """One row per (problem, strategy): problem_id, strategy, chosen, gold, correct (graded problems only)."""
-    import polars as pl
-
     rows = []
     for pid, text, gold, cands in _graded(problems):
         for name, strategy in strategies.items():
@@ -259,9 +269,6 @@ def strategy_table(problems: Sequence[ProblemCandidates], strategies: Mapping[st
     between competitions), with the same resamples for every strategy, so the intervals of two strategies
     are computed on the same draws.
     """
-    import numpy as np
-    import polars as pl
-
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     choices = choices_frame(problems, strategies)
@@ -280,30 +287,40 @@ def strategy_table(problems: Sequence[ProblemCandidates], strategies: Mapping[st
 
 # --- candidates from recorded samples ---------------------------------------------------------------
 
-_OUTPUT_BLOCK = re.compile(r"```output\n(.*?)```", re.DOTALL)
-_EXCEPTION_LINE = re.compile(r"^(Traceback \(most recent call last\)|[\w.]*(Error|Exception|Timeout)\b.*)",
-                             re.MULTILINE)
-
-
 def code_ok_from_text(text: str) -> bool | None:
     """Code verdict of a recorded TIR sample: None without ```` ```output ```` blocks, False when an output
     block shows a Python exception (a ``Traceback`` or an ``...Error:`` line), else True."""
-    outputs = _OUTPUT_BLOCK.findall(text)
+    outputs = output_blocks(text)
     if not outputs:
         return None
-    return not any(_EXCEPTION_LINE.search(o) for o in outputs)
+    return not any(output_shows_error(o) for o in outputs)
+
+
+def selection_problems(run: Run, *, scored_only: bool = False) -> list[ProblemCandidates]:
+    """The run's problems as :func:`kit.offline.selection.strategy_table` takes them: finished samples as
+    candidates **in sample order** (so the ``first`` baseline is sample 0, not the first finisher),
+    ``finish_rank`` from finish times (records) or lengths (pools), ``code_ok`` from the code calls
+    (None: no code)."""
+    out = []
+    for p in run.scored if scored_only else run.problems:
+        rank = {s.index: r for r, s in enumerate(p.finish_order())}  # indices are unique per problem
+        cands = [Candidate(answer=s.answer, tokens=s.tokens, finish_rank=rank[s.index], code_ok=s.code_ok,
+                           text=s.text)
+                 for s in sorted(p.done, key=lambda s: s.index)]
+        out.append((p.problem_id, p.problem, p.gold, cands))
+    return out
+
+
 
 
 def problems_from_pool(pool: str | Path, profile: Profile | str | None = None) -> list[ProblemCandidates]:
     """A trace pool (bundled name or path, see :func:`kit.offline.traces.load_pool`) as selection problems.
 
-    Read by :func:`kit.offline.evaluate.load_pool_run` (answers and gold normalised with the profile: a gold that
+    Read by :func:`kit.offline.runs.load_pool_run` (answers and gold normalised with the profile: a gold that
     is not an integer in range becomes None, i.e. ungraded; tokens by the kit's approximate tokenizer).
     Trace samples were generated one at a time, so finishing order is modelled as it would be for samples
     decoding in parallel: fewest tokens first.
     """
-    from kit.offline.evaluate import load_pool_run, selection_problems
-
     return selection_problems(load_pool_run(pool, profile=profile))
 
 
@@ -311,17 +328,53 @@ def problems_from_records(path: str | Path, problem_texts: Mapping[str, str] | N
                           ) -> list[ProblemCandidates]:
     """Our run records (``records.jsonl``) as selection problems: finished samples only, ranked by finish
     time, code verdict from each code call's sandbox status, gold and problem text from the ``problem``
-    events (read and validated by :func:`kit.offline.evaluate.load_records_run`).
+    events (read and validated by :func:`kit.offline.runs.load_records_run`).
 
     ``problem_texts`` (id → text) replaces the recorded texts where given. Raises
-    :class:`kit.runtime.records.RecordFormatError` for another record version, a sample without a token count or
+    :class:`kit.offline.runs.RecordFormatError` for another record version, a sample without a token count or
     a file without problem events.
     """
-    from kit.offline.evaluate import load_records_run, selection_problems
-
     texts = problem_texts or {}
     return [(pid, texts.get(pid, text), gold, cands)
             for pid, text, gold, cands in selection_problems(load_records_run(path))]
+
+
+
+# --- the strategy table of a run ----------------------------------------------------------------------
+
+
+def _scorer_training_ids(scorer: CandidateScorer, run: Run) -> set[str]:
+    """Problem ids of ``run`` the scorer was trained on (its ``scorer.json`` names source and problems)."""
+    meta = getattr(scorer, "meta", {}) or {}
+    source = str(meta.get("source", ""))
+    same = source in (f"pool {run.source}", run.source) or (run.kind == "records" and Path(source) == Path(run.source))
+    return set(map(str, meta.get("train_problems", []))) if same else set()
+
+
+def strategies_table(run: Run, *, n_boot: int = 1000, seed: int = 0, scorer: CandidateScorer | None = None) -> pl.DataFrame:
+    """Every :data:`kit.offline.selection.STRATEGIES` entry on the run's scored problems, with bootstrap CIs.
+
+    With a scorer (:class:`kit.offline.selection.CandidateScorer`, e.g. a loaded :class:`kit.learn.scorer.Scorer`),
+    a ``scorer`` row is added (σ(score)-weighted vote of the scored candidates). A scorer is
+    only judged on problems it never saw: if it was trained on this run's source, its row and a
+    ``majority`` row on the same held-out problems are added instead (``[held-out]``)."""
+    problems = selection_problems(run, scored_only=True)
+    tables = [strategy_table(problems, STRATEGIES, n_boot=n_boot, seed=seed)]
+    if scorer is not None:
+        seen = _scorer_training_ids(scorer, run)
+        held = [p for p in problems if p[0] not in seen]
+        if held:
+            scored = scorer.fill(held)
+            if seen:
+                named = {"majority [held-out]": STRATEGIES["majority"], "scorer [held-out]": scored_strategy("vote")}
+            else:
+                named = {"scorer": scored_strategy("vote")}
+            tables.append(strategy_table(scored, named, n_boot=n_boot, seed=seed))
+        else:
+            run.notes.append("the scorer was trained on every scored problem of this run: no scorer row")
+    return pl.concat(tables).select(pl.lit(run.name).alias("run"), pl.all())
+
+
 
 
 __all__ = [

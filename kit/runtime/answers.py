@@ -20,6 +20,7 @@ import logging
 import re
 from fractions import Fraction
 
+from kit.runtime.protocols.tir import OUTPUT_BLOCK
 from kit.runtime.timeouts import CallFailed, CallTimeout, call_with_timeout
 
 END_OF_REASONING: tuple[str, ...] = ("</think>", "<|end_of_thought|>")
@@ -41,7 +42,6 @@ _PHRASE = re.compile(
     re.IGNORECASE,
 )
 _NUMBER_PREFIX = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?(?![\d/^!])")
-_OUTPUT_BLOCK = re.compile(r"```output\s*\n(.*?)\n?```", re.DOTALL)
 _NUMERIC_OUTPUT = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?")
 _LONE_NUMBER_LINE = re.compile(r"^\s*(?:\*\*|\$|\\\(|\\\[)?\s*([-+]?\d[\d,]*(?:\.\d+)?)\s*(?:\*\*|\$|\\\)|\\\])?\s*\.?\s*$")
 
@@ -162,7 +162,7 @@ def _last_output_number(region: str) -> str | None:
     pos = region.rfind("```output")
     if pos < 0:
         return None
-    m = _OUTPUT_BLOCK.match(region, pos)
+    m = OUTPUT_BLOCK.match(region, pos)
     if m is None:
         return None
     value = m.group(1).strip()

@@ -115,6 +115,16 @@ def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
     return from_dict(cls, read_yaml(path, section), where=f"{path}" + (f" [{section}]" if section else ""))
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON in a file, or None when it is missing or not JSON (build markers, saved metadata)."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     """A dataclass as plain data (for records and YAML dumps)."""
     return dataclasses.asdict(obj)

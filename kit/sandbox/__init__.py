@@ -1,7 +1,13 @@
-"""Compatibility package: the sandbox moved to :mod:`kit.runtime.sandbox` (docs/architecture.md: layers).
+"""Compatibility package: the sandbox moved to :mod:`kit.runtime.sandbox`, the TIR formats to
+:mod:`kit.runtime.protocols.tir` (docs/architecture.md: layers).
 
 ``import kit.sandbox`` and ``kit.sandbox.<module>`` keep working; each submodule here is an alias of the moved one.
 """
 
-from kit.runtime.sandbox import *  # noqa: F403
-from kit.runtime.sandbox import __all__  # noqa: F401
+from kit.runtime.protocols.tir import OPENMATH, QWEN, TIRFormat, extract_code, format_output, get_format
+from kit.runtime.sandbox import RunResult, Sandbox, SandboxConfig, SandboxError, Status, cut_middle
+
+__all__ = [
+    "OPENMATH", "QWEN", "RunResult", "Sandbox", "SandboxConfig", "SandboxError", "Status", "TIRFormat",
+    "cut_middle", "extract_code", "format_output", "get_format",
+]

@@ -61,13 +61,15 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from kit.offline.traces import RecordedSample, load_pool
 from kit.runtime.engines.base import Chunk, Clock, EngineInfo, GenParams, RealClock
+from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.throughput import SpeedModel
 from kit.runtime.tokens import ApproxTokenizer
 
 log = logging.getLogger(__name__)
@@ -126,63 +128,6 @@ class _TokenCursor:
 
 # ----------------------------------------------------------------------------------------------------
 # Time
-
-
-@dataclass(frozen=True)
-class SpeedModel:
-    """Virtual duration of engine work: a decode step for ``n`` sequences holding ``ctx`` tokens of
-    context (prompt + generated) in total takes ``step_s + per_seq_s·n + per_ctx_token_s·ctx``; a
-    prompt's uncached tokens take ``prefill_per_token_s`` each, delaying the step they join.
-
-    Why this shape: decode is memory-bound — every step reads all weights once (a floor independent of
-    the batch) plus every active sequence's KV cache (grows with batch × context); per-sequence work
-    (sampling, scheduling, small GEMM growth) is a small linear term. See :meth:`l4x4_7b_awq`.
-    """
-
-    step_s: float = 0.0
-    per_seq_s: float = 0.0
-    per_ctx_token_s: float = 0.0
-    prefill_per_token_s: float = 0.0
-
-    def step_seconds(self, n_active: int, context_tokens: int = 0) -> float:
-        """One decode step."""
-        return self.step_s + self.per_seq_s * n_active + self.per_ctx_token_s * context_tokens
-
-    def chunk_seconds(self, n_active: int, context_tokens: int, steps: int) -> float:
-        """``steps`` decode steps, the context growing by ``n_active`` tokens each step (exact sum, so
-        virtual time does not depend on how many steps the engine groups into a chunk)."""
-        growth = self.per_ctx_token_s * n_active * steps * (steps - 1) / 2
-        return steps * self.step_seconds(n_active, context_tokens) + growth
-
-    def prefill_seconds(self, tokens: int) -> float:
-        return self.prefill_per_token_s * tokens
-
-    @classmethod
-    def l4x4_7b_awq(cls) -> SpeedModel:
-        """A 7B AWQ model (Qwen2.5/R1-Distill-7B) with tensor parallelism over 4×L4 (the AIMO2 box).
-
-        DESIGN.md roofline: 5.5 GB of weights at 4×300 GB/s ≥ 4.6 ms/step. Real steps are slower: about
-        60 % of peak bandwidth and ~2 PCIe all-reduces per layer (no NVLink) → ``step_s`` 12 ms.
-        KV cache: ≈56 KB/token (fp16) read every step at ~0.72 TB/s effective → 78 ns per context token.
-        Per sequence 0.3 ms. Prefill ~10k tokens/s (compute-bound, 4×L4 at ~40 % of fp16 peak).
-        E.g. 16 sequences at 8k context: ≈27 ms/step ≈ 600 tokens/s in total, 37 tokens/s each.
-        """
-        return cls(step_s=0.012, per_seq_s=0.0003, per_ctx_token_s=7.8e-8, prefill_per_token_s=1e-4)
-
-
-    @classmethod
-    def l4x4_14b_awq(cls) -> SpeedModel:
-        """A 14B AWQ model (the AIMO2 1st place's size) over 4×L4: ≈10 GB of weights → ≥ 8 ms/step at
-        roofline, ~20 ms real; KV ≈192 KB/token (DESIGN.md) → 3.4× the 7B's per-context-token cost;
-        prefill ~5k tokens/s."""
-        return cls(step_s=0.020, per_seq_s=0.0004, per_ctx_token_s=2.7e-7, prefill_per_token_s=2e-4)
-
-
-SPEED_PRESETS: dict[str, SpeedModel] = {
-    "l4x4-7b-awq": SpeedModel.l4x4_7b_awq(),
-    "l4x4-14b-awq": SpeedModel.l4x4_14b_awq(),
-    "instant": SpeedModel(),
-}
 
 
 _settling = 0
@@ -329,6 +274,8 @@ class ReplayConfig:
     """Decode steps per coordinator iteration (per streamed chunk). Larger is faster in real time; virtual
     time is the same (chunks end where a request finishes)."""
     max_model_len: int = 131072
+    max_num_seqs: int = 256
+    """Requests decoded at once as far as a time bank is concerned (the replay itself never queues)."""
     tokenizer: ApproxTokenizer = field(default_factory=ApproxTokenizer)
     generation_prompt: str = "<|im_start|>assistant\n<think>\n"
     """Appended by :meth:`ReplayEngine.chat_prompt` (R1-distill/Qwen3 style: the thought is opened)."""
@@ -603,6 +550,8 @@ class ReplayEngine:
         self.config = config or ReplayConfig()
         self.name = self.config.name
         self.max_model_len = self.config.max_model_len
+        self.max_num_seqs = self.config.max_num_seqs
+        self.speed = self.config.speed
         self._recordings: dict[str, list[str]] = {}
         for problem, texts in recordings.items():
             key = problem.strip()
@@ -916,3 +865,12 @@ class ReplayEngine:
             text = req.recording[req.start : req.emitted]
             context = _Context(req.prompt + text, req.prompt_tokens + req.tokens)
             self._latest[(req.problem, req.sample)] = context
+
+
+def engine_factory(config: SubmissionConfig) -> Callable[[], ReplayEngine]:
+    """The replay engine a run configuration asks for (``engine: replay``, its ``traces`` pool), for
+    :class:`kit.runtime.session.Session` and ``build_predict`` (the runtime layer never imports replay)."""
+    if config.engine != "replay":
+        raise ValueError(f"engine_factory is for engine 'replay', the config asks for {config.engine!r}")
+    traces = config.traces
+    return lambda: ReplayEngine.from_pool(traces, ReplayConfig(name=f"replay:{traces}"))

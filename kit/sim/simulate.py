@@ -3,9 +3,9 @@
 A simulated competition draws 50 problems from a pool of recorded problems (each with its samples'
 answers and token counts), in random order; for each, the :class:`~kit.runtime.schedule.TimeBank` asks the
 policy for a budget; the samples race on a hardware throughput model (the replay engine's
-:class:`~kit.sim.replay.SpeedModel`: all samples decode together, each step's time depends on the
-batch and its context), and after every finished sample the solver's own voting code
-(:func:`kit.runtime.voting.decided`, :func:`kit.runtime.voting.majority`) decides whether to stop — no re-implementation,
+:class:`~kit.runtime.throughput.SpeedModel`: all samples decode together, each step's time depends on the
+batch and its context), and after every finished sample the solver's own ballot
+(:class:`kit.runtime.voting.Ballot`) decides whether to stop and what to answer — no re-implementation,
 and ``tests/test_simulate.py`` checks the race against the real solver on the replay engine.
 
 Monte Carlo over orders and sample draws gives each policy's expected score with a 95 % confidence
@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kit.offline.runs import load_pool_run, load_records_run
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.schedule import Budget, Outcome, Policy, TimeBank, make_policy
-from kit.runtime.voting import StopRules, Vote, decided, majority
-from kit.sim.replay import SpeedModel
+from kit.runtime.throughput import SpeedModel
+from kit.runtime.tokens import ApproxTokenizer
+from kit.runtime.voting import Ballot, StopRules, Vote
 
 
 @dataclass(frozen=True)
@@ -48,36 +50,23 @@ class SimProblem:
 
 
 def pool_from_traces(pool: str | Path, profile: Profile | str | None = None) -> list[SimProblem]:
-    """Problems of a recorded trace pool (answers normalised for the profile; approximate token counts)."""
-    from kit.offline.traces import load_pool
-    from kit.runtime.answers import extract_answer
-    from kit.runtime.tokens import ApproxTokenizer
-
-    prof = get_profile(profile)
+    """Problems of a recorded trace pool, read by :func:`kit.offline.runs.load_pool_run` (answers normalised
+    for the profile; approximate token counts, as the replay engine counts)."""
     tok = ApproxTokenizer()
-    groups: dict[str, list] = {}
-    for s in load_pool(pool):
-        groups.setdefault(s.problem_id, []).append(s)
-    out = []
-    for pid, samples in groups.items():
-        rows = tuple((prof.to_answer(extract_answer(s.text)), max(tok.count(s.text), 1)) for s in samples)
-        out.append(SimProblem(pid, prof.to_answer(samples[0].gold), rows, tok.count(samples[0].problem) + 60,
-                              text=samples[0].problem))
-    return out
+    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.samples),
+                       tok.count(p.problem) + 60, text=p.problem)
+            for p in load_pool_run(pool, profile=profile).problems]
 
 
 def pool_from_records(path: str | Path, profile: Profile | str | None = None, *,
                       texts: Mapping[str, str] | None = None) -> list[SimProblem]:
     """Problems of our own run records (finished samples only; read and validated by
-    :func:`kit.offline.evaluate.load_records_run`). :attr:`SimProblem.text` is the recorded statement unless
+    :func:`kit.offline.runs.load_records_run`). :attr:`SimProblem.text` is the recorded statement unless
     ``texts`` (problem id → statement) gives one."""
-    from kit.offline.evaluate import load_records_run
-
     prof = get_profile(profile)
-    texts = texts or {}
-    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.done),
-                       text=texts.get(p.problem_id, p.problem))
-            for p in load_records_run(path).problems if p.done and p.gold is not None and prof.in_range(p.gold)]
+    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.done), text=p.problem)
+            for p in load_records_run(path, texts=texts).problems
+            if p.done and p.gold is not None and prof.in_range(p.gold)]
 
 
 @dataclass(frozen=True)
@@ -133,6 +122,9 @@ class RaceResult:
     finished: int
     reason: str
     margin: float
+    lengths: tuple[int, ...] = ()
+    """Tokens each sample decoded before it finished or was cut (what the time bank's throughput model
+    learns from, as from a real run's samples)."""
 
 
 def race(samples: Sequence[tuple[int | None, int]], *, max_tokens: int, seconds: float, rules: StopRules,
@@ -141,42 +133,41 @@ def race(samples: Sequence[tuple[int | None, int]], *, max_tokens: int, seconds:
 
     Exact under the speed model: between two finishes ``n`` sequences advance in lock-step, so the
     segment's time is a closed-form sum; samples longer than ``max_tokens`` are cut there (no answer).
+    Votes go through :class:`kit.runtime.voting.Ballot`, as in the solver: the answer a stop names is the
+    answer submitted.
     """
     n = len(samples)
     items = sorted(((min(t, max_tokens), (a if t <= max_tokens else None), i) for i, (a, t) in enumerate(samples)))
-    prefill = speed.prefill_seconds(prompt_tokens)
-    t = prefill
+    t = speed.prefill_seconds(prompt_tokens)
     pos = 0
-    votes: list[Vote] = []
-    tokens = 0
+    ballot = Ballot(rules)
+    lengths: list[int] = []
     active = n
     reason = "all finished"
     for length, answer, _ in items:
         steps = length - pos
         if steps > 0:
-            ctx = active * (prompt_tokens + pos)
-            dt = speed.chunk_seconds(active, ctx, steps)
+            dt = speed.chunk_seconds(active, active * (prompt_tokens + pos), steps)
             if t + dt > seconds:
                 # how many steps fit before the deadline (step time grows slowly; solve on the average)
-                per = dt / steps
-                fit = max(int((seconds - t) / per), 0)
-                tokens += fit * active
+                fit = max(int((seconds - t) / (dt / steps)), 0)
+                pos += fit
                 t = max(seconds, t)
                 reason = "deadline"
                 break
             t += dt
-            tokens += steps * active
             pos = length
-        votes.append(Vote(answer, order=len(votes), tokens=length))
+        ballot.add(Vote(answer, order=len(ballot.votes), tokens=length))
+        lengths.append(length)
         active -= 1
-        d = decided(votes, running=active, rules=rules)
-        if d.stop and active > 0:
-            reason = d.reason
+        if active > 0 and ballot.check(active).stop:
+            reason = ballot.stopped.reason  # type: ignore[union-attr]
             break
-    chosen = majority(votes, rules.weighting, rules.tie_break)
-    answered = [v for v in votes if v.answer is not None]
-    margin = sum(v.answer == chosen for v in answered) / len(answered) if answered else 0.0
-    return RaceResult(chosen, t, tokens, len(votes), reason, margin)
+    lengths += [pos] * (n - len(lengths))  # still running when it ended: cut where the batch was
+    final = ballot.final()
+    answered = [v for v in ballot.votes if v.answer is not None]
+    margin = sum(v.answer == final.answer for v in answered) / len(answered) if answered else 0.0
+    return RaceResult(final.answer, t, sum(lengths), len(ballot.votes), reason, margin, tuple(lengths))
 
 
 # --- one competition -----------------------------------------------------------------------------
@@ -202,7 +193,7 @@ def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Prof
     rng.shuffle(problems)
     max_samples = min(len(p.samples) for p in pool)
     bank = TimeBank(policy, profile, start=0.0, startup_seconds=startup_seconds, n_problems=n_problems,
-                    max_samples=max_samples)
+                    max_samples=max_samples, speed=speed)
     now = startup_seconds
     score = 0
     rows = []
@@ -215,11 +206,7 @@ def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Prof
         else:
             # distinct recorded samples: drawing one twice would fake agreement between "samples"
             draws = rng.sample(prob.samples, b.n_samples)
-            sp = speed
-            if slowdown is not None:
-                f = slowdown(now)
-                sp = SpeedModel(speed.step_s * f, speed.per_seq_s * f, speed.per_ctx_token_s * f,
-                                speed.prefill_per_token_s * f)
+            sp = speed if slowdown is None else speed.scaled(slowdown(now))
             r = race(draws, max_tokens=b.max_tokens, seconds=b.deadline - now, rules=b.rules, speed=sp,
                      prompt_tokens=prob.prompt_tokens)
             answer = r.answer if r.answer is not None else profile.fallback_answer
@@ -230,7 +217,8 @@ def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Prof
         correct = prob.gold is not None and answer == prob.gold
         score += correct
         rows.append((spent, correct))
-        bank.record(Outcome(spent, r.tokens, r.reason, r.finished, b.n_samples, r.margin))
+        bank.record(Outcome(spent, r.tokens, r.reason, r.finished, b.n_samples, r.margin, lengths=r.lengths,
+                            prompt_tokens=prob.prompt_tokens))
     return CompetitionResult(score, now, rows, call_overrun, now > profile.total_seconds)
 
 

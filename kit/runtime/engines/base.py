@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from kit.runtime.throughput import SpeedModel
+
 
 @dataclass(frozen=True)
 class GenParams:
@@ -93,6 +95,10 @@ class Engine(Protocol):
     clock: Clock
     max_model_len: int
     """Prompt + generated tokens the engine accepts per request."""
+    max_num_seqs: int
+    """Requests it decodes at once; more than this queue (a time bank must not plan on more samples)."""
+    speed: SpeedModel
+    """Throughput prior for this engine on this machine (the time bank corrects it from measurements)."""
 
     def generate(self, prompt: str, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
         """Stream one request. The last chunk has ``finished=True``; an aborted request ends with

@@ -1,40 +1,42 @@
-"""Start the engine a run asks for: one place for the dry-run and the Kaggle ``predict``.
+"""Start the engine a run configuration asks for: one place for the dry-run and the Kaggle ``predict``.
 
-``kind="replay"`` plays a trace pool; ``kind="vllm"`` starts vLLM on ``model`` — or, with no model, on
-the built-in tiny random model with the ``cpu`` preset (the offline default everywhere in the kit).
+vLLM on ``config.model`` — or, with no model, on the built-in tiny random model with the ``cpu`` preset
+(the offline default everywhere in the kit). Other engines (the simulation layer's replay) come as an
+``engine_factory`` from the caller, so the runtime layer never imports them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from kit.runtime.engines.base import Engine
+from kit.runtime.run_config import SubmissionConfig
 
+EngineFactory = Callable[[], "Engine | Awaitable[Engine]"]
+"""What a caller passes to start an engine other than the configured vLLM one (tests, replay)."""
 TINY_MODEL_NAME = "built-in tiny random model"
 
 
-async def start_engine(kind: str, *, model: str | Path | None = None, preset: str | None = None,
-                       traces: str = "skythought_aime24",
-                       log: Callable[[str], None] | None = None) -> tuple[Engine, str]:
-    """(engine, a name for logs and records). ``preset`` defaults to ``cpu`` for the tiny model and
-    ``l4x4`` for a real one."""
-    if kind == "replay":
-        from kit.sim.replay import ReplayEngine
-
-        return ReplayEngine.from_pool(traces), f"replay:{traces}"
-    if kind != "vllm":
-        raise ValueError(f"unknown engine {kind!r}; use vllm or replay")
+async def start_engine(config: SubmissionConfig, log: Callable[[str], None] | None = None) -> Engine:
+    """The configured vLLM engine (the tiny model when ``config.model`` is None)."""
+    if config.engine != "vllm":
+        raise ValueError(f"engine {config.engine!r} is not started by the runtime layer: pass its factory "
+                         "(replay: kit.sim.replay.engine_factory(config))")
     from kit.runtime.engines.presets import get_preset
     from kit.runtime.engines.vllm_engine import VLLMEngine
 
-    if model is None:
+    if config.tiny:
         from kit.runtime.tiny_model import build_tiny_model
 
         path = build_tiny_model()
-        chosen = get_preset(preset or "cpu")
     else:
-        path = Path(model)
-        chosen = get_preset(preset or "l4x4")
-    engine = await VLLMEngine.start(path, chosen, log=log)
-    return engine, str(path)
+        path = Path(str(config.model))
+    return await VLLMEngine.start(path, get_preset(config.engine_preset()), log=log)
+
+
+def engine_label(engine: Engine) -> str:
+    """A name for logs and records: the model folder for vLLM, ``replay:<pool>`` for replay."""
+    info = getattr(engine, "info", None)
+    model = getattr(info, "model", None)
+    return str(model) if model and model != "recorded" else str(getattr(engine, "name", type(engine).__name__))

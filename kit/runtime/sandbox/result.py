@@ -18,6 +18,10 @@ class Status(str, Enum):
     """Ran to the end but printed more than the output limit (head and tail kept)."""
 
 
+OK_STATUSES = frozenset({Status.OK.value, Status.TRUNCATED.value})
+"""Statuses (as recorded, ``Status.value``) of a code call that ran to its end."""
+
+
 @dataclass(frozen=True)
 class RunResult:
     status: Status
@@ -29,7 +33,7 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in (Status.OK, Status.TRUNCATED)
+        return self.status.value in OK_STATUSES
 
 
 def cut_middle(text: str, limit: int, marker: str = DEFAULT_CUT_MARKER) -> tuple[str, bool]:

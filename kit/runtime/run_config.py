@@ -1,0 +1,129 @@
+"""The one run configuration: what ``predict`` on Kaggle and ``python -m kit dryrun`` both run.
+
+:class:`SubmissionConfig` is the ``submission:`` section of a build config (``submission/configs/*.yaml``);
+the dry-run reads the same section (``--config``) and applies its command-line options as overrides, so
+the dry-run is the submission's configuration, not an approximation of it. Everything that depends on
+whether a real model is given (tiny model, CPU preset, small solver) is decided here, once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from kit.runtime.config import ConfigError, from_dict, read_yaml
+from kit.runtime.profiles import Profile, get_profile
+from kit.runtime.solver_config import TINY_SOLVER, SolverConfig
+from kit.runtime.throughput import SPEED_PRESETS
+
+ENGINES = ("vllm", "replay")
+RUN_START_ENV = "AIMO_KIT_RUN_START"
+"""Environment variable holding the run's start (``time.time()``): the submission notebook's first cell
+sets it, so the minutes of the offline install and imports are charged to the time bank."""
+
+
+@dataclass
+class SubmissionConfig:
+    profile: str = "aimo2"
+    model: str | None = None
+    """Model folder for vLLM; None = the built-in tiny random model (pipeline check only)."""
+    preset: str | None = None
+    """Engine preset (None: ``cpu`` for the tiny model, ``l4x4`` for a real one)."""
+    engine: str = "vllm"
+    """``vllm``, or ``replay`` (recorded samples of ``traces`` on a virtual clock; the simulation layer's
+    engine, so the caller passes its factory: ``kit.sim.replay.engine_factory``)."""
+    traces: str = "skythought_aime24"
+    solver: SolverConfig | None = None
+    """None: the model's default — :data:`~kit.runtime.solver_config.TINY_SOLVER` for the built-in tiny
+    model, ``SolverConfig()`` for a real one."""
+    policy: str = "ours"
+    difficulty: str | None = None
+    """A difficulty predictor folder (``python -m training.difficulty``; ship it in the model dataset)
+    scaling ``ours``' deadlines. If it fails to load in ``predict``, the run goes on without it (logged)."""
+    speed: str | None = None
+    """Throughput prior (a ``kit.runtime.throughput.SPEED_PRESETS`` name); None: the engine preset's."""
+    total_seconds: float | None = None
+    """Seconds for the whole notebook (None: the profile's limit)."""
+    records_dir: str = "aimo-records"
+    competition_dir: str | None = None
+    """None: ``$AIMO_COMPETITION_DIR`` or ``/kaggle/input/<competition_slug>``."""
+    call_margin_seconds: float = 30.0
+    """``predict`` waits this long past a problem's deadline before abandoning the solve; the time bank
+    keeps twice this much of the per-call limit free."""
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
+        get_profile(self.profile)  # unknown profile → ValueError (ConfigError via from_dict)
+        if self.call_margin_seconds < 0:
+            raise ValueError(f"call_margin_seconds must be >= 0, got {self.call_margin_seconds}")
+        if self.total_seconds is not None and self.total_seconds <= 0:
+            raise ValueError(f"total_seconds must be > 0, got {self.total_seconds}")
+        if self.speed is not None and self.speed not in SPEED_PRESETS:
+            raise ValueError(f"speed must be one of {sorted(SPEED_PRESETS)}, got {self.speed!r}")
+
+    # --- loading --------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str | None = None) -> SubmissionConfig:
+        return from_dict(cls, data, where)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, section: str | None = None) -> SubmissionConfig:
+        """A YAML file: a build config's ``submission:`` section when the file has one (or when ``section``
+        names it), else the whole mapping (e.g. just ``solver: {...}``)."""
+        data = read_yaml(path)
+        if section is None and isinstance(data, dict) and "submission" in data:
+            section = "submission"
+        if section is not None:
+            if not isinstance(data, dict) or section not in data:
+                raise ConfigError(f"{path}: missing section {section!r}")
+            data = data[section] or {}
+        return from_dict(cls, data, where=f"{path}" + (f" [{section}]" if section else ""))
+
+    def with_overrides(self, **changes: Any) -> SubmissionConfig:
+        """A copy with the given fields changed (``None`` values are left out: an option not given)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    # --- what a run uses --------------------------------------------------------------------------
+
+    @property
+    def tiny(self) -> bool:
+        """The built-in tiny model runs (vLLM with no model folder)."""
+        return self.engine == "vllm" and self.model is None
+
+    def solver_config(self) -> SolverConfig:
+        if self.solver is not None:
+            return self.solver
+        return TINY_SOLVER if self.tiny else SolverConfig()
+
+    def engine_preset(self) -> str:
+        return self.preset or ("cpu" if self.tiny else "l4x4")
+
+    def total(self, profile: Profile | None = None) -> float:
+        """Seconds for the whole run: ``total_seconds``, else the profile's limit."""
+        if self.total_seconds is not None:
+            return self.total_seconds
+        return (profile or get_profile(self.profile)).total_seconds
+
+    def resolved_competition_dir(self) -> Path:
+        if self.competition_dir:
+            return Path(self.competition_dir)
+        env = os.environ.get("AIMO_COMPETITION_DIR")
+        if env:
+            return Path(env)
+        return Path("/kaggle/input") / get_profile(self.profile).competition_slug
+
+
+def run_start(default: float) -> tuple[float, str]:
+    """(start of the run as ``time.time()``, where it came from): ``$AIMO_KIT_RUN_START`` when the notebook's
+    first cell set it, else ``default``."""
+    raw = os.environ.get(RUN_START_ENV)
+    if raw:
+        try:
+            return float(raw), f"${RUN_START_ENV} (notebook first cell)"
+        except ValueError:
+            pass
+    return default, "kit import"

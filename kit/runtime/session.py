@@ -1,0 +1,163 @@
+"""One run's session: engine, sandbox, solver, time bank and records, and the one per-problem loop.
+
+``predict`` (Kaggle, :mod:`kit.runtime.kaggle`) and the local dry-run (:mod:`kit.runtime.dryrun`) both open
+a :class:`Session` from a :class:`~kit.runtime.run_config.SubmissionConfig` and call :meth:`Session.answer`
+for each problem: budget from the time bank → solve (or skip when no time is left) → records → the
+outcome back to the bank (which corrects its throughput model from it). There is no second loop with
+its own margins or tiny-model rules: what the dry-run shows is what the submission does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from kit.runtime.difficulty_hook import policy_with_difficulty
+from kit.runtime.engines.base import Engine
+from kit.runtime.engines.factory import EngineFactory, engine_label, start_engine
+from kit.runtime.profiles import Profile, get_profile
+from kit.runtime.records import RunRecorder
+from kit.runtime.results import ProblemResult
+from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.schedule import Budget, Outcome, Policy, TimeBank, make_policy
+from kit.runtime.solver import Solver, clean_problem, sandbox_for
+from kit.runtime.throughput import get_speed
+
+Log = Callable[[str], None]
+
+
+def load_policy(config: SubmissionConfig, *, strict: bool) -> tuple[Policy, str | None]:
+    """The configured time policy, fed by the difficulty predictor when one is configured, and a warning.
+
+    ``strict`` (dry-run): a predictor that does not load is an error before anything starts; otherwise
+    (``predict``) it costs its hook, not the run: the policy runs without it and the warning says why."""
+    if config.difficulty is None:
+        return make_policy(config.policy), None
+    try:
+        return policy_with_difficulty(config.policy, config.difficulty), None
+    except Exception as exc:
+        if strict:
+            raise
+        return make_policy(config.policy), (f"difficulty predictor {config.difficulty} failed to load "
+                                            f"({type(exc).__name__}: {exc}); time policy {config.policy} without it")
+
+
+class Session:
+    """Everything one run holds; :meth:`open` starts it, :meth:`answer` is the per-problem loop."""
+
+    def __init__(self, config: SubmissionConfig, engine: Engine, *, policy: Policy, recorder: RunRecorder | None,
+                 profile: Profile, started_at: float, n_problems: int | None = None,
+                 started_from: str = "kit import") -> None:
+        self.config = config
+        self.engine = engine
+        self.profile = profile
+        self.recorder = recorder
+        self.solver_config = config.solver_config()
+        self.sandbox = sandbox_for(self.solver_config)
+        self.solver = Solver(engine, self.solver_config, profile=profile, sandbox=self.sandbox, recorder=recorder)
+        self.startup_seconds = max(time.time() - started_at, 0.0)
+        self.max_samples = min(self.solver_config.n_samples, engine.max_num_seqs)
+        speed = get_speed(config.speed) if config.speed else engine.speed
+        self.bank = TimeBank(policy, profile, start=engine.clock.now(), total_seconds=config.total(profile),
+                             startup_seconds=self.startup_seconds,
+                             call_margin_seconds=2 * config.call_margin_seconds,
+                             n_problems=n_problems, max_samples=self.max_samples, speed=speed)
+        self.model = engine_label(engine)
+        self.last: ProblemResult | None = None
+        """The latest problem's result, also when its solve was cancelled (``predict``'s timeout)."""
+        self._record("run_start", config=_jsonable(asdict(config)), solver=_jsonable(asdict(self.solver_config)),
+                     profile=profile.name, model=self.model, engine=config.engine,
+                     startup_seconds=round(self.startup_seconds, 2), startup_counted_from=started_from,
+                     bank_seconds=round(self.bank.state.end - self.bank.state.start, 2),
+                     max_samples=self.max_samples, max_num_seqs=engine.max_num_seqs,
+                     speed=_jsonable(asdict(speed)), policy=getattr(policy, "name", type(policy).__name__))
+
+    @classmethod
+    async def open(cls, config: SubmissionConfig, *, engine_factory: EngineFactory | None = None,
+                   recorder: RunRecorder | None = None, profile: Profile | None = None,
+                   started_at: float | None = None, started_from: str = "kit import",
+                   n_problems: int | None = None, strict: bool = True, policy: Policy | None = None,
+                   log: Log = print) -> Session:
+        """Load the policy (unless given; a bad difficulty predictor fails here when ``strict``), start the
+        engine, and open the session; ``started_at`` (``time.time()``) is when the run's clock started."""
+        prof = profile or get_profile(config.profile)
+        warning = None
+        if policy is None:
+            policy, warning = load_policy(config, strict=strict)
+        t0 = time.time()
+        if engine_factory is None:
+            engine = await start_engine(config, log=log)
+        else:
+            made = engine_factory()
+            engine = await made if inspect.isawaitable(made) else made
+        try:
+            session = cls(config, engine, policy=policy, recorder=recorder, profile=prof,
+                          started_at=t0 if started_at is None else started_at, n_problems=n_problems,
+                          started_from=started_from if started_at is not None else "engine start")
+        except BaseException:
+            await engine.close()
+            raise
+        if warning is not None:
+            log(warning)
+            session.warn("difficulty predictor", warning)
+        return session
+
+    # --- the per-problem loop ------------------------------------------------------------------------
+
+    def plan(self, problem_id: str, problem: Any) -> Budget:
+        """The time bank's budget for the next problem (recorded as a ``budget`` event)."""
+        now = self.engine.clock.now()
+        budget = self.bank.next_budget(now, clean_problem(problem))
+        self._record("budget", problem_id=str(problem_id), seconds=round(budget.deadline - now, 3),
+                     n_samples=budget.n_samples, max_tokens=budget.max_tokens, skip=budget.skip,
+                     throughput_scale=round(self.bank.throughput.scale, 4))
+        return budget
+
+    async def answer(self, problem_id: str, problem: Any, *, gold: int | None = None,
+                     budget: Budget | None = None) -> ProblemResult:
+        """Budget (:meth:`plan`, unless given) → solve or skip → records → bank. Never raises, except the
+        caller's cancellation (after the solver recorded everything and the bank was charged the time)."""
+        clock = self.engine.clock
+        start = clock.now()
+        budget = budget or self.plan(problem_id, problem)
+        if budget.skip:
+            result = self.solver.skip(str(problem_id), "time limit reached before this problem",
+                                      problem=clean_problem(problem), gold=gold)
+        else:
+            cfg = self.solver_config
+            try:
+                result = await self.solver.solve(
+                    str(problem_id), problem, deadline=budget.deadline, rules=budget.rules, gold=gold,
+                    n_samples=min(budget.n_samples, cfg.n_samples), max_tokens=min(budget.max_tokens, cfg.max_tokens))
+            except asyncio.CancelledError:
+                self.last = self.solver.last
+                self.bank.record(Outcome(clock.now() - start, 0, "cancelled", 0, 0))
+                raise
+        self.last = result
+        self.bank.record(Outcome.of(result))
+        return result
+
+    async def close(self) -> None:
+        """Shut the sandbox and the engine down (idempotent)."""
+        if self.sandbox is not None:
+            self.sandbox.shutdown()
+            self.sandbox = None
+        await self.engine.close()
+
+    def warn(self, what: str, message: str) -> None:
+        """Something went wrong that the run survives: into the records (event ``warning``)."""
+        self._record("warning", what=what, error=message)
+
+    def _record(self, event: str, **fields: Any) -> None:
+        if self.recorder is not None:
+            self.recorder.write(event, **fields)
+
+
+def _jsonable(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))

@@ -1,0 +1,95 @@
+"""What the solver does with one problem: samples, prompt mix, sampling schedule, stopping and TIR settings.
+
+A plain dataclass (loaded from YAML by :mod:`kit.runtime.config`), shared by the dry-run, ``predict`` and
+the simulator; the time bank may lower ``n_samples`` and ``max_tokens`` per problem, never raise them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from kit.runtime.prompts import DEFAULT_PROMPTS, PromptTemplate
+from kit.runtime.protocols.tir import get_format
+from kit.runtime.voting import StopRules
+
+
+@dataclass(frozen=True)
+class SamplingSpec:
+    temperature: float = 1.0
+    top_p: float = 0.9
+    min_p: float = 0.05
+    top_k: int = 0
+
+
+SAMPLING_PRESETS: dict[str, tuple[SamplingSpec, ...]] = {
+    "default": (SamplingSpec(),),
+    "trimer": tuple(SamplingSpec(temperature=t, top_p=p, min_p=0.0)
+                    for t, p in ((0.2, 0.85), (0.4, 0.90), (0.6, 0.92), (0.8, 0.95))),
+}
+"""Named per-sample sampling schedules (``SolverConfig.sampling_preset``); sample i uses agent i mod n.
+``trimer``: the AIMO2 TriMER team's four agents (temperatures 0.2/0.4/0.6/0.8, top-p 0.85/0.90/0.92/0.95;
+their write-up gives no min-p, so none), whose varied samples they then reranked with a reward model."""
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    n_samples: int = 32
+    """Samples per problem; with a time bank (dry-run, submission) an upper bound the bank sizes within."""
+    max_tokens: int = 12_000
+    """Generated tokens per sample, all TIR turns together (also an upper bound under a time bank)."""
+    prompts: tuple[PromptTemplate, ...] = DEFAULT_PROMPTS
+    """Cycled over the samples (sample i uses prompts[i % len])."""
+    sampling: tuple[SamplingSpec, ...] = (SamplingSpec(),)
+    """Cycled over the samples: a multi-agent temperature/top-p schedule is a list here."""
+    sampling_preset: str | None = None
+    """A named schedule from ``SAMPLING_PRESETS`` (e.g. ``trimer``) used as ``sampling``."""
+    stop_after_reasoning: bool = True
+    """Stop a sample at ``</think>``: the answer is the last ``\\boxed{}`` of the reasoning."""
+    stop_at_first_boxed: bool = False
+    max_code_calls: int = 4
+    tir_format: str = "qwen"
+    code_timeout: float = 10.0
+    early_stop: bool = True
+    rules: StopRules = field(default_factory=StopRules)
+    partial_weight: float = 0.5
+    """Vote weight of an answer read from a sample cut off by the deadline."""
+    repetition_period: tuple[int, int] = (16, 2000)
+    """Shortest and longest repeated unit (characters) that counts as a loop."""
+    repetition_repeats: int = 8
+    """Consecutive repeats of one unit that stop a sample (0 disables the check). Greedy long-CoT traces
+    loop on whole paragraphs (14 of the 330 SkyThought AIME24 samples repeat one 6+ times)."""
+    seed: int = 0
+    abort_grace: float = 2.0
+    """Seconds to wait for aborted samples to wind down before their tasks are cancelled."""
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if not self.prompts:
+            raise ValueError("prompts must not be empty")
+        if not self.sampling:
+            raise ValueError("sampling must not be empty")
+        if self.sampling_preset is not None:
+            preset = SAMPLING_PRESETS.get(self.sampling_preset)
+            if preset is None:
+                raise ValueError(f"unknown sampling_preset {self.sampling_preset!r}; "
+                                 f"known: {', '.join(sorted(SAMPLING_PRESETS))}")
+            if self.sampling not in (preset, (SamplingSpec(),)):
+                raise ValueError("set either sampling or sampling_preset, not both")
+            object.__setattr__(self, "sampling", preset)
+        get_format(self.tir_format)  # an unknown format fails here, not at the first code call
+        if self.max_code_calls < 0:
+            raise ValueError(f"max_code_calls must be >= 0, got {self.max_code_calls}")
+
+
+TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)
+"""Settings for the built-in tiny model on CPU (dry-run, rehearsal): enough to exercise every path."""
+
+
+def sample_seed(base: int, problem_id: str, index: int, turn: int = 0) -> int:
+    """Deterministic per-sample seed: same run config → same samples (AIMO3 reruns the notebook twice),
+    different problems → different random streams."""
+    return (base * 1_000_003 + zlib.crc32(problem_id.encode()) * 7919 + index * 1009 + turn) % (2**31 - 1)
