@@ -104,6 +104,7 @@ class Session:
         if warning is not None:
             log(warning)
             session.warn("difficulty predictor", warning)
+        session.drain_sandbox()
         return session
 
     # --- the per-problem loop ------------------------------------------------------------------------
@@ -139,7 +140,15 @@ class Session:
                 raise
         self.last = result
         self.bank.record(Outcome.of(result))
+        self.drain_sandbox()
         return result
+
+    def drain_sandbox(self) -> None:
+        """The sandbox's problems since the last call (refill failures, zygote restarts, preload or
+        warm-up failures) into the run records as ``warning`` events."""
+        if self.sandbox is not None:
+            for e in self.sandbox.drain_events():
+                self.warn(e["what"], e["error"])
 
     async def close(self) -> None:
         """Shut the sandbox and the engine down (idempotent)."""

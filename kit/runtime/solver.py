@@ -97,7 +97,7 @@ def sandbox_for(config: SolverConfig) -> Sandbox | None:
     """A started sandbox when the prompt mix has TIR prompts (sized to the samples), else None."""
     if not any(p.kind == "tir" for p in config.prompts):
         return None
-    return Sandbox(workers=min(config.n_samples, 8), timeout=config.code_timeout).start()
+    return Sandbox(config=config.sandbox, workers=min(config.n_samples, 8), timeout=config.code_timeout).start()
 
 
 class _Problem:
@@ -186,7 +186,8 @@ class Solver:
     async def _solve(self, state: _Problem, deadline: float | None, n: int, budget: int,
                      rules: StopRules) -> ProblemResult:
         prompts = self._prompts(state, n)
-        await self._count_prompts(state, prompts)
+        if not await self._before(self._count_prompts(state, prompts), deadline):  # a slow tokenizer, too
+            return self._fallback(state, "deadline: the prompts could not be counted in time", reason="deadline")
         limit = self.engine.max_model_len
         runnable = [i for i, s in enumerate(state.samples) if s.prompt_tokens + MIN_GENERATION <= limit]
         if not runnable:
@@ -222,6 +223,26 @@ class Solver:
             samples=state.samples, tally=ballot.tally(partials),
             tokens=sum(s.tokens for s in state.samples), seconds=self.engine.clock.now() - state.start,
             prompt_tokens=_mean_prompt(state.samples))
+
+    async def _before(self, work: Any, deadline: float | None) -> bool:
+        """Run ``work`` (a coroutine) to its end unless the deadline (on the engine's clock) comes first;
+        whether it finished."""
+        if deadline is None:
+            await work
+            return True
+        clock = self.engine.clock
+        task = asyncio.ensure_future(work)
+        dog = asyncio.ensure_future(clock.sleep(deadline - clock.now()))
+        try:
+            await asyncio.wait({task, dog}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            dog.cancel()
+            if not task.done():
+                task.cancel()
+        if task.cancelled():
+            return False
+        task.result()
+        return True
 
     def _prompts(self, state: _Problem, n: int) -> list[str]:
         cfg = self.config

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from kit.runtime.prompts import DEFAULT_PROMPTS, PromptTemplate
 from kit.runtime.protocols.tir import get_format
+from kit.runtime.sandbox.pool import SandboxConfig
 from kit.runtime.voting import StopRules
 
 
@@ -50,6 +51,10 @@ class SolverConfig:
     max_code_calls: int = 4
     tir_format: str = "qwen"
     code_timeout: float = 10.0
+    """Wall-clock seconds per code cell (the 1st-place AIMO2 setting); the sandbox's ``timeout``."""
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    """Limits, preloaded modules and output size of the TIR sandbox; ``workers`` and ``timeout`` are set from
+    ``n_samples`` and ``code_timeout``."""
     early_stop: bool = True
     rules: StopRules = field(default_factory=StopRules)
     partial_weight: float = 0.5

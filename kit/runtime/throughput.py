@@ -47,6 +47,17 @@ class SpeedModel:
     def prefill_seconds(self, tokens: int) -> float:
         return self.prefill_per_token_s * tokens
 
+    def steps_within(self, n_active: int, context_tokens: int, most: int, seconds: float) -> int:
+        """The most decode steps (0 to ``most``) of :meth:`chunk_seconds` that fit in ``seconds``."""
+        lo, hi = 0, max(most, 0)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.chunk_seconds(n_active, context_tokens, mid) <= seconds:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
     def lockstep_seconds(self, lengths: Sequence[int], prompt_tokens: int) -> float:
         """Time for samples that start together (one shared prompt prefill) and decode in lock-step until
         each has generated its length: between two finishes the active ones advance together, so each

@@ -443,19 +443,6 @@ class _Request:
         return _Plan(token + 1, keep, "stop", stop)
 
 
-def _steps_within(speed: SpeedModel, n_active: int, context: int, most: int, seconds: float) -> int:
-    """The most decode steps (1 to ``most``) that fit in ``seconds`` (at least 1: a step once started
-    runs to its end)."""
-    lo, hi = 1, most
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if speed.chunk_seconds(n_active, context, mid) <= seconds:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
 def _common_prefix(a: str, i: int, b: str, j: int) -> int:
     """Length of the common prefix of ``a[i:]`` and ``b[j:]``; cost grows with the answer, not the texts."""
     n = min(len(a) - i, len(b) - j)
@@ -794,7 +781,7 @@ class ReplayEngine:
                 k = min(p.tokens for p in plans)  # the chunk ends where the first request finishes
                 if virtual and (wake := self.clock.next_wakeup()) is not None:  # type: ignore[attr-defined]
                     # ... and at the step during which a sleeper (a watchdog) wakes: it acts in time
-                    k = _steps_within(speed, len(batch), context, k, wake - self.clock.now() - prefill_s)
+                    k = max(speed.steps_within(len(batch), context, k, wake - self.clock.now() - prefill_s), 1)
                 if k < steps:
                     plans = [r.plan(k) for r in batch]
                 dt = prefill_s + speed.chunk_seconds(len(batch), context, k)

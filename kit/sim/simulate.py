@@ -148,10 +148,8 @@ def race(samples: Sequence[tuple[int | None, int]], *, max_tokens: int, seconds:
         steps = length - pos
         if steps > 0:
             dt = speed.chunk_seconds(active, active * (prompt_tokens + pos), steps)
-            if t + dt > seconds:
-                # how many steps fit before the deadline (step time grows slowly; solve on the average)
-                fit = max(int((seconds - t) / (dt / steps)), 0)
-                pos += fit
+            if t + dt > seconds:  # the deadline falls inside this segment: the steps that fit before it
+                pos += speed.steps_within(active, active * (prompt_tokens + pos), steps, seconds - t)
                 t = max(seconds, t)
                 reason = "deadline"
                 break
@@ -180,26 +178,35 @@ class CompetitionResult:
     per_problem: list[tuple[float, bool]]
     call_overrun: bool
     total_overrun: bool
+    budgets: list[Budget] = field(default_factory=list)
+    """The time bank's budget of each problem, in run order."""
+    throughput_scale: float = 1.0
+    """What the bank had learnt at the end: measured / predicted seconds."""
 
 
 def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Profile, speed: SpeedModel,
                     rng: random.Random, n_problems: int = 50, startup_seconds: float = 600.0,
-                    overhead_seconds: float = 2.0, slowdown: Callable[[float], float] | None = None) -> CompetitionResult:
+                    overhead_seconds: float = 2.0, slowdown: Callable[[float], float] | None = None,
+                    prior: SpeedModel | None = None) -> CompetitionResult:
     """One simulated run: problems in random order, the bank's budgets, races, answers.
 
-    ``slowdown(t)`` multiplies step times from run time ``t`` on (throughput dropping mid-run).
+    ``speed`` is the machine; ``prior`` what the time bank believes at the start (an engine preset's speed
+    model; None: the machine's own). ``slowdown(t)`` multiplies step times from run time ``t`` on
+    (throughput dropping mid-run).
     """
     problems = [rng.choice(pool) for _ in range(n_problems)]
     rng.shuffle(problems)
     max_samples = min(len(p.samples) for p in pool)
     bank = TimeBank(policy, profile, start=0.0, startup_seconds=startup_seconds, n_problems=n_problems,
-                    max_samples=max_samples, speed=speed)
+                    max_samples=max_samples, speed=prior or speed)
+    budgets: list[Budget] = []
     now = startup_seconds
     score = 0
     rows = []
     call_overrun = False
     for prob in problems:
         b: Budget = bank.next_budget(now, prob)
+        budgets.append(b)
         if b.skip:
             answer = profile.fallback_answer
             r = RaceResult(answer, 0.0, 0, 0, "skip", 0.0)
@@ -217,9 +224,11 @@ def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Prof
         correct = prob.gold is not None and answer == prob.gold
         score += correct
         rows.append((spent, correct))
-        bank.record(Outcome(spent, r.tokens, r.reason, r.finished, b.n_samples, r.margin, lengths=r.lengths,
+        # the solver's own seconds, as a real run reports them (the call overhead is not generation)
+        bank.record(Outcome(r.seconds, r.tokens, r.reason, r.finished, b.n_samples, r.margin, lengths=r.lengths,
                             prompt_tokens=prob.prompt_tokens))
-    return CompetitionResult(score, now, rows, call_overrun, now > profile.total_seconds)
+    return CompetitionResult(score, now, rows, call_overrun, now > profile.total_seconds, budgets,
+                             bank.throughput.scale)
 
 
 # --- the oracle ------------------------------------------------------------------------------------
@@ -269,8 +278,9 @@ class PolicyReport:
 def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy], *, runs: int,
                 profile: Profile | str | None = None, speed: SpeedModel | None = None, seed: int = 0,
                 n_problems: int = 50, startup_seconds: float = 600.0,
-                slowdown: Callable[[float], float] | None = None) -> PolicyReport:
-    """``runs`` competitions with common random numbers (the same seeds for every policy)."""
+                slowdown: Callable[[float], float] | None = None, prior: SpeedModel | None = None) -> PolicyReport:
+    """``runs`` competitions with common random numbers (the same seeds for every policy); ``prior`` as in
+    :func:`run_competition`."""
     prof = get_profile(profile)
     sp = speed or SpeedModel.l4x4_7b_awq()
     scores, seconds, overruns, per_problem = [], [], 0, []
@@ -279,7 +289,8 @@ def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy]
         policy = policy_factory()
         name = policy.name
         res = run_competition(pool, policy, profile=prof, speed=sp, rng=random.Random(seed * 100_003 + k),
-                              n_problems=n_problems, startup_seconds=startup_seconds, slowdown=slowdown)
+                              n_problems=n_problems, startup_seconds=startup_seconds, slowdown=slowdown,
+                              prior=prior)
         scores.append(res.score)
         seconds.append(res.seconds)
         overruns += res.call_overrun or res.total_overrun

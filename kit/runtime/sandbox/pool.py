@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.connection import Connection
@@ -33,6 +34,9 @@ from pathlib import Path
 
 from kit.runtime.sandbox.confine import Limits
 from kit.runtime.sandbox.result import DEFAULT_CUT_MARKER, RunResult, Status
+from kit.runtime.sandbox.selftest import self_test
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PRELOAD = ("math", "cmath", "itertools", "functools", "fractions", "decimal", "collections",
                    "re", "numpy", "sympy")
@@ -110,7 +114,14 @@ class SandboxStats:
     spawned: int = 0
     killed: int = 0
     zygote_restarts: int = 0
+    spawn_failures: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
+
+
+REFILL_BACKOFF_S = (0.2, 5.0)
+"""First and longest wait between failed attempts to fork a spare session process."""
+MAX_EVENTS = 200
+"""Problems kept for :meth:`Sandbox.drain_events` (the oldest are dropped first)."""
 
 
 class Sandbox:
@@ -137,6 +148,24 @@ class Sandbox:
         self._ctrl: socket.socket | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._refiller: threading.Thread | None = None
+        self._events: deque[dict] = deque(maxlen=MAX_EVENTS)
+        self._zygote_log = ""
+
+    # --- problems the sandbox survived -----------------------------------------------------------
+
+    def _event(self, what: str, error: str) -> None:
+        """Log a problem and keep it for the run records (:meth:`drain_events`)."""
+        log.warning("sandbox: %s: %s", what, error)
+        with self._lock:
+            self._events.append({"what": f"sandbox {what}", "error": error, "time": time.time()})
+
+    def drain_events(self) -> list[dict]:
+        """Problems since the last call (refill failures, zygote restarts with its stderr, preload or
+        warm-up failures), oldest first; the session writes them to the run records."""
+        with self._lock:
+            out = list(self._events)
+            self._events.clear()
+        return out
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -151,8 +180,6 @@ class Sandbox:
         self._refiller = threading.Thread(target=self._refill_loop, name="sandbox-refill", daemon=True)
         self._refiller.start()
         if self.config.self_test:
-            from kit.runtime.sandbox.selftest import self_test
-
             failures = self_test(self)
             if failures:
                 self.shutdown()
@@ -233,11 +260,13 @@ class Sandbox:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _count(self, *, calls: int = 0, killed: int = 0, spawned: int = 0, status: str | None = None) -> None:
+    def _count(self, *, calls: int = 0, killed: int = 0, spawned: int = 0, spawn_failures: int = 0,
+               status: str | None = None) -> None:
         with self._lock:
             self.stats.calls += calls
             self.stats.killed += killed
             self.stats.spawned += spawned
+            self.stats.spawn_failures += spawn_failures
             if status is not None:
                 self.stats.statuses[status] = self.stats.statuses.get(status, 0) + 1
 
@@ -313,15 +342,24 @@ class Sandbox:
         return proc if proc is not None else self._spawn()
 
     def _refill_loop(self) -> None:
+        """Keep ``workers`` spare session processes forked; a failing fork is logged, recorded and retried
+        with a growing pause (never a silent busy loop)."""
+        first, longest = REFILL_BACKOFF_S
+        pause = first
         while not self._closed:
             with self._lock:
                 missing = self.config.workers - len(self._spares)
             if missing > 0:
                 try:
                     proc = self._spawn()
-                except Exception:
-                    time.sleep(0.2)
+                except Exception as exc:
+                    self._count(spawn_failures=1)
+                    self._event("refill failed", f"{type(exc).__name__}: {exc} (retrying in {pause:.1f} s)")
+                    with self._refill:
+                        self._refill.wait(timeout=pause)
+                    pause = min(pause * 2, longest)
                     continue
+                pause = first
                 with self._lock:
                     if self._closed:
                         proc.kill()
@@ -339,10 +377,12 @@ class Sandbox:
         for attempt in range(3):
             req["dir"] = tempfile.mkdtemp(prefix="s-", dir=self._root)
             ours, theirs = socket.socketpair()
+            used = None
             try:
                 with self._zlock:
                     if self._zygote is None or self._zygote.poll() is not None or self._ctrl is None:
                         self._restart_zygote()
+                    used = self._zygote
                     assert self._ctrl is not None
                     socket.send_fds(self._ctrl, [json.dumps(req).encode()], [theirs.fileno()])
                     reply = json.loads(self._ctrl.recv(4096) or b"{}")
@@ -363,7 +403,8 @@ class Sandbox:
                 ours.close()
                 shutil.rmtree(req["dir"], ignore_errors=True)
                 with self._zlock:
-                    self._restart_zygote()
+                    if self._zygote is used:  # another thread may have replaced it meanwhile: keep that one
+                        self._restart_zygote()
                 if attempt == 2:
                     raise SandboxError(f"could not start a sandbox session process: {exc}") from exc
         raise AssertionError("unreachable")
@@ -383,23 +424,40 @@ class Sandbox:
             "AIMO_SANDBOX_PRELOAD": ",".join(self.config.preload),
             "AIMO_SANDBOX_WARMUP": self.config.warmup,
         }
-        self._zygote = subprocess.Popen(
-            [sys.executable, "-m", "kit.runtime.sandbox.worker", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env=env, cwd=self._root, close_fds=True,
-        )
+        # The zygote's stderr goes to a file (session processes send theirs to /dev/null themselves): when
+        # it dies, the reason is in the restart's event, not lost.
+        self._zygote_log = os.path.join(self._root, "zygote.stderr")
+        with open(self._zygote_log, "ab") as err:
+            self._zygote = subprocess.Popen(
+                [sys.executable, "-m", "kit.runtime.sandbox.worker", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=err, env=env, cwd=self._root, close_fds=True,
+            )
         theirs.close()
         ours.settimeout(60)
         try:
-            hello = json.loads(ours.recv(4096) or b"{}")
+            hello = json.loads(ours.recv(65536) or b"{}")
         except (OSError, json.JSONDecodeError) as exc:
             self._zygote.kill()
-            raise SandboxError(f"sandbox zygote did not start: {exc}") from exc
+            raise SandboxError(f"sandbox zygote did not start: {exc}; stderr: {self._zygote_stderr()}") from exc
         if not hello.get("ready"):
             self._zygote.kill()
-            raise SandboxError(f"sandbox zygote did not start (exit code {self._zygote.poll()})")
+            raise SandboxError(f"sandbox zygote did not start (exit code {self._zygote.poll()}); "
+                               f"stderr: {self._zygote_stderr()}")
+        for problem in hello.get("problems", []):
+            self._event("preload", problem)
         ours.settimeout(30)
         self._ctrl = ours
+
+    def _zygote_stderr(self, limit: int = 2000) -> str:
+        """The tail of what the zygote wrote to stderr ("" when nothing)."""
+        try:
+            with open(self._zygote_log, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(fh.tell() - limit, 0))
+                return fh.read().decode("utf-8", errors="replace").strip()
+        except OSError:
+            return ""
 
     def _stop_zygote(self) -> None:
         if self._ctrl is not None:
@@ -414,8 +472,10 @@ class Sandbox:
             self._zygote = None
 
     def _restart_zygote(self) -> None:
+        code = self._zygote.poll() if self._zygote is not None else None
         self._stop_zygote()
         if self._closed:
             raise SandboxError("sandbox is shut down")
         self.stats.zygote_restarts += 1
+        self._event("zygote restart", f"exit code {code}; stderr: {self._zygote_stderr() or '(empty)'}")
         self._start_zygote()

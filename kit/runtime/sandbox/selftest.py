@@ -9,15 +9,20 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from kit.runtime.sandbox.result import Status
-
-if TYPE_CHECKING:
-    from kit.runtime.sandbox.pool import Sandbox
+from kit.runtime.sandbox.result import RunResult, Status
 
 
-def self_test(sb: Sandbox) -> list[str]:
+class _Runner(Protocol):
+    """What the self-test needs of a sandbox (:class:`kit.runtime.sandbox.pool.Sandbox` is one)."""
+
+    config: Any
+
+    def run(self, code: str, session: str | None = None, *, timeout: float | None = None) -> RunResult: ...
+
+
+def self_test(sb: _Runner) -> list[str]:
     """Run hostile one-liners; return what was *not* enforced (empty list: all good)."""
     failures: list[str] = []
     mb = sb.config.memory_mb

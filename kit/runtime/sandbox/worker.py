@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import contextlib
 import importlib
 import json
 import linecache
@@ -148,17 +147,22 @@ def session_main(fd: int, req: dict) -> None:
 
 def zygote_main(ctrl_fd: int) -> None:
     """Import the maths stack once, then fork a session per request on the control socket."""
+    problems = []  # reported in the hello: the pool logs them and puts them in the run records
     preload = os.environ.get("AIMO_SANDBOX_PRELOAD", "math").split(",")
     for name in filter(None, preload):
-        with contextlib.suppress(ImportError):
+        try:
             importlib.import_module(name)
+        except Exception as exc:  # a missing module must not stop the zygote: the cell's import fails later
+            problems.append(f"cannot import {name}: {type(exc).__name__}: {exc}"[:300])
     warmup = os.environ.get("AIMO_SANDBOX_WARMUP", "")
     if warmup:
-        with contextlib.suppress(Exception):
+        try:
             exec(compile(warmup, "<warmup>", "exec"), {"__name__": "__warmup__"})
+        except Exception as exc:
+            problems.append(f"warm-up failed: {type(exc).__name__}: {exc}"[:300])
     ctrl = socket.socket(fileno=ctrl_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-    ctrl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
+    ctrl.send(json.dumps({"ready": True, "pid": os.getpid(), "problems": problems}).encode())
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(ctrl, 65536, 1)
