@@ -506,10 +506,10 @@ REC = "Plan.\n```python\nprint(6*7)\n```\n```output\n42\n```\nSo \\boxed{42}.\n`
     ],
 )
 def test_alignment_of_continuation_prompts(generated: str, resume_at: str, unaligned: bool) -> None:
-    from kit.sim.replay import _align
+    from kit.sim.alignment import align
 
     cfg = ReplayConfig()
-    a = _align(REC, generated, cfg.output_start, cfg.output_end, re.compile(cfg.output_gap))
+    a = align(REC, generated, cfg.output_start, cfg.output_end, re.compile(cfg.output_gap))
     assert REC[a.resume :].startswith(resume_at)
     assert a.unaligned == unaligned
 
@@ -517,7 +517,7 @@ def test_alignment_of_continuation_prompts(generated: str, resume_at: str, unali
 def test_common_prefix_matches_a_plain_scan() -> None:
     import random
 
-    from kit.sim.replay import _common_prefix
+    from kit.sim.alignment import common_prefix
 
     rng = random.Random(0)
     for _ in range(300):
@@ -528,7 +528,7 @@ def test_common_prefix_matches_a_plain_scan() -> None:
         plain = 0
         while i + plain < len(a) and j + plain < len(b) and a[i + plain] == b[j + plain]:
             plain += 1
-        assert _common_prefix(a, i, b, j) == plain
+        assert common_prefix(a, i, b, j) == plain
 
 
 def test_seedless_requests_take_samples_in_turn(tora: list[RecordedSample]) -> None:

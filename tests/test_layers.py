@@ -126,8 +126,9 @@ def test_predict_imports_nothing_of_the_offline_or_learning_layers_or_the_traini
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["answer"] == 3
     new = out["new"]
-    replay = {"kit.sim", "kit.sim.replay", "kit.offline", "kit.offline.traces"}  # the engine of this test
+    replay = closure(["kit.sim.replay"], import_graph())  # the engine of this test and what it imports
     others = [m for m in out["kit"] if not (m == "kit" or m.startswith("kit.runtime") or m in replay)]
+    assert not any(m.startswith(("kit.learn", "kit.offline.evaluate", "kit.sim.simulate")) for m in replay)
     assert "kit.runtime.session" in out["kit"] and others == [], others
     heavy = ("trl", "datasets", "accelerate", "peft", "transformers.trainer", "matplotlib", "torch", "sklearn")
     assert not [m for m in new if m.split(".")[0] in heavy or m in heavy], [m for m in new if m.split(".")[0] in heavy]

@@ -53,15 +53,11 @@ at a time. ``realtime=True`` paces steps with real ``asyncio.sleep`` (divided by
 from __future__ import annotations
 
 import asyncio
-import bisect
-import contextlib
 import gzip
-import heapq
-import itertools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -71,197 +67,13 @@ from kit.runtime.engines.base import Chunk, Clock, EngineInfo, GenParams, RealCl
 from kit.runtime.run_config import SubmissionConfig
 from kit.runtime.throughput import SpeedModel
 from kit.runtime.tokens import ApproxTokenizer
+from kit.sim.alignment import align, common_prefix
+from kit.sim.clock import VirtualClock, settle
+from kit.sim.streams import Plan, ReplayRequest
 
 log = logging.getLogger(__name__)
 
-# ----------------------------------------------------------------------------------------------------
-# Tokens
-
-
-class _TokenCursor:
-    """Token boundaries of one recording from some character position on, computed lazily in windows.
-
-    Why windows: a request may stop after a few tokens (stop string, abort), so tokenizing a 160k-char
-    recording up front would be wasted; and restarting the regex at a token boundary gives exactly the
-    tokens a whole-text pass gives (its lookaheads are one character), so the last token of each window
-    is dropped and re-read with the next window.
-    """
-
-    __slots__ = ("_ends", "_i", "_pos", "_tokenizer", "text")
-
-    def __init__(self, text: str, start: int, tokenizer: ApproxTokenizer) -> None:
-        self.text = text
-        self._tokenizer = tokenizer
-        self._pos = start
-        """Characters before this position are tokenized."""
-        self._ends: list[int] = []
-        self._i = 0
-        """Index in ``_ends`` of the next token not yet emitted."""
-
-    def peek(self, n: int) -> list[int]:
-        """End offsets of the next ``n`` tokens (fewer at the end of the text)."""
-        while len(self._ends) - self._i < n and self._pos < len(self.text):
-            self._read(max(4096, 8 * n))
-        return self._ends[self._i : self._i + n]
-
-    def advance(self, n: int) -> None:
-        self._i += n
-        if self._i > 4096:
-            del self._ends[: self._i]
-            self._i = 0
-
-    def _read(self, window: int) -> None:
-        text, pos = self.text, self._pos
-        while True:
-            end = min(pos + window, len(text))
-            pieces = self._tokenizer.regex.findall(text, pos, end)
-            if end == len(text):
-                break
-            if len(pieces) > 1:
-                pieces.pop()
-                break
-            window *= 2
-        ends = list(itertools.accumulate(map(len, pieces), initial=pos))[1:]
-        self._ends.extend(ends)
-        self._pos = ends[-1] if ends else end
-
-
-# ----------------------------------------------------------------------------------------------------
-# Time
-
-
-_settling = 0
-"""Tasks inside :func:`_settle` now (they wait for each other's idleness, so they don't count)."""
-
-
-async def _settle(max_rounds: int = 1000) -> None:
-    """Yield until every other task of the loop is blocked (nothing ready to run but other settlers).
-
-    Uses the CPython event loop's ready queue when it has one; otherwise yields a fixed number of
-    times. ``max_rounds`` bounds the wait when some task polls with ``sleep(0)`` forever.
-    """
-    global _settling
-    ready = getattr(asyncio.get_running_loop(), "_ready", None)
-    _settling += 1
-    try:
-        for i in range(max_rounds):
-            await asyncio.sleep(0)
-            if ready is not None and len(ready) < _settling:
-                return
-            if ready is None and i >= 20:
-                return
-    finally:
-        _settling -= 1
-
-
-class VirtualClock:
-    """A :class:`~kit.runtime.engines.base.Clock` whose time passes only when something makes it pass.
-
-    * An engine that is *engaged* (has requests running) advances it step by step (:meth:`advance_to`),
-      waking sleepers whose time has come on the way.
-    * Otherwise, when every task is blocked and nothing :meth:`hold` s the clock, it jumps to the
-      earliest pending :meth:`sleep` wake-up (a watchdog fires at once, at exactly its virtual time).
-
-    ``hold()`` is for work outside the engine that takes real time (sandbox code, threads, I/O): the
-    event loop looks idle then, but the clock must not jump (nor an engine step) until it is done.
-    Enter it from the event-loop thread. A task that holds the clock and then sleeps on it deadlocks.
-    """
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = float(start)
-        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-        self._holds = 0
-        self._engaged = 0
-        self._changed: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
-        self._ticker: asyncio.Task[None] | None = None
-
-    def now(self) -> float:
-        return self._now
-
-    @property
-    def held(self) -> bool:
-        return self._holds > 0
-
-    async def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            await asyncio.sleep(0)
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (self._now + seconds, next(self._seq), fut))
-        if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        await fut
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self._holds += 1
-        try:
-            yield
-        finally:
-            self._holds -= 1
-            if not self._holds:
-                self._signal()
-
-    async def wait_released(self, warn_after: float = 60.0) -> None:
-        """Return once nobody holds the clock; log a warning each ``warn_after`` real seconds held (a
-        task that holds the clock while it waits for the engine or the clock never lets go)."""
-        while self._holds:
-            try:
-                await asyncio.wait_for(self._event().wait(), timeout=warn_after)
-            except asyncio.TimeoutError:
-                log.warning("virtual clock held for %.0f s of real time: is a holder waiting on the "
-                            "engine or on clock.sleep? (that deadlocks)", warn_after)
-            self._event().clear()
-
-    def next_wakeup(self) -> float | None:
-        """The earliest pending sleeper's wake-up time."""
-        while self._waiters and self._waiters[0][2].done():  # cancelled sleepers
-            heapq.heappop(self._waiters)
-        return self._waiters[0][0] if self._waiters else None
-
-    def advance_to(self, t: float) -> None:
-        """Move time forward to ``t`` (never back) and wake every sleeper due by then, earliest first."""
-        self._now = max(self._now, t)
-        while self._waiters and self._waiters[0][0] <= self._now:
-            _, _, fut = heapq.heappop(self._waiters)
-            if not fut.done():
-                fut.set_result(None)
-
-    def engage(self) -> None:
-        """An engine starts advancing time itself: no idle jumps until :meth:`disengage`."""
-        self._engaged += 1
-
-    def disengage(self) -> None:
-        self._engaged -= 1
-        if not self._engaged:
-            self._signal()
-
-    def _event(self) -> asyncio.Event:
-        loop = asyncio.get_running_loop()
-        if self._changed is None or self._changed[0] is not loop:  # an Event is bound to one loop
-            self._changed = (loop, asyncio.Event())
-        return self._changed[1]
-
-    def _signal(self) -> None:
-        if self._changed is not None:
-            self._changed[1].set()
-
-    async def _tick(self) -> None:
-        """Idle jumps: runs while anyone sleeps on this clock."""
-        try:
-            while self.next_wakeup() is not None:
-                await _settle()
-                if self._engaged or self._holds:
-                    self._event().clear()
-                    await self._event().wait()
-                    continue
-                wake = self.next_wakeup()
-                if wake is not None:
-                    self.advance_to(wake)
-        finally:
-            self._ticker = None
-
+__all__ = ["ReplayConfig", "ReplayEngine", "ReplayStats", "SpeedModel", "VirtualClock", "engine_factory"]
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration and accounting
@@ -314,9 +126,6 @@ class ReplayStats:
     finish_reasons: dict[str, int] = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Requests
-
 
 @dataclass(frozen=True)
 class _Context:
@@ -326,197 +135,6 @@ class _Context:
     text: str
     tokens: int
 
-
-@dataclass(frozen=True)
-class _Alignment:
-    """How the generated part of a prompt lines up with one recording."""
-
-    matched: int
-    """Characters of the prompt's generated part that are recorded text."""
-    resume: int
-    """Recording position the continuation starts from."""
-    unaligned: bool
-    """Some appended text had no recorded output block to replace (it is ignored)."""
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What a request would emit in the next steps (computed before time passes, applied after)."""
-
-    tokens: int
-    end: int
-    """Recording position after the emitted text."""
-    finish_reason: str | None = None
-    stop_reason: str | None = None
-
-
-class _Slot:
-    """One request's latest unconsumed chunk; chunks a slow consumer missed are merged (as vLLM does)."""
-
-    __slots__ = ("chunk", "event")
-
-    def __init__(self) -> None:
-        self.chunk: Chunk | None = None
-        self.event = asyncio.Event()
-
-    def put(self, chunk: Chunk) -> None:
-        if self.chunk is not None:
-            chunk = Chunk(chunk.request_id, chunk.text, self.chunk.delta + chunk.delta, chunk.tokens,
-                          chunk.finished, chunk.finish_reason, chunk.stop_reason)
-        self.chunk = chunk
-        self.event.set()
-
-    async def get(self) -> Chunk:
-        await self.event.wait()
-        self.event.clear()
-        chunk, self.chunk = self.chunk, None
-        assert chunk is not None
-        return chunk
-
-
-class _Request:
-    __slots__ = ("budget", "cursor", "emitted", "finished", "holdback", "id", "params", "prefill", "problem",
-                 "prompt", "prompt_tokens", "sample", "slot", "start", "tokens", "toks")
-
-    def __init__(self, request_id: str, prompt: str, params: GenParams, problem: str, sample: int,
-                 recording: str, start: int, prompt_tokens: int, prefill: int, budget: int,
-                 tokenizer: ApproxTokenizer) -> None:
-        self.id = request_id
-        self.prompt = prompt
-        self.params = params
-        self.problem = problem
-        self.sample = sample
-        self.start = start
-        self.cursor = start
-        """Recording position after the tokens generated so far."""
-        self.emitted = start
-        """Recording position after the text streamed so far."""
-        self.holdback = 0 if params.include_stop_str_in_output else max(0, *(len(s) - 1 for s in params.stop))
-        self.prompt_tokens = prompt_tokens
-        self.prefill = prefill
-        self.budget = budget
-        self.tokens = 0
-        self.finished = False
-        self.toks = _TokenCursor(recording, start, tokenizer)
-        self.slot = _Slot()
-
-    @property
-    def recording(self) -> str:
-        return self.toks.text
-
-    def plan(self, steps: int) -> _Plan:
-        """The next ``steps`` decode steps (fewer when the request finishes on the way)."""
-        room = self.budget - self.tokens
-        n = min(steps, room)
-        ends = self.toks.peek(n)
-        stop = self._find_stop(ends)
-        if stop is not None:
-            return stop
-        if len(ends) < n:  # the recording ends: EOS is the next token
-            end = ends[-1] if ends else self.cursor
-            return _Plan(len(ends) + 1, end, "stop", None)
-        end = ends[-1] if ends else self.cursor
-        if n == room:
-            return _Plan(n, end, "length")
-        return _Plan(n, end)
-
-    def _find_stop(self, ends: list[int]) -> _Plan | None:
-        """vLLM's stop-string check, token by token: the first token completing any stop string."""
-        if not ends or not self.params.stop:
-            return None
-        text, hi = self.recording, ends[-1]
-        best: tuple[int, int, str, int] | None = None  # (token index, stop order, stop, match start)
-        for order, stop in enumerate(self.params.stop):
-            if not stop:
-                continue
-            lo = max(self.start, self.cursor - len(stop) + 1)
-            at = text.find(stop, lo, hi)
-            if at < 0:
-                continue
-            token = bisect.bisect_left(ends, at + len(stop))
-            if best is None or (token, order) < best[:2]:
-                best = (token, order, stop, at)
-        if best is None:
-            return None
-        token, _, stop, at = best
-        keep = at + len(stop) if self.params.include_stop_str_in_output else at
-        return _Plan(token + 1, keep, "stop", stop)
-
-
-def _common_prefix(a: str, i: int, b: str, j: int) -> int:
-    """Length of the common prefix of ``a[i:]`` and ``b[j:]``; cost grows with the answer, not the texts."""
-    n = min(len(a) - i, len(b) - j)
-    lo, width = 0, 64  # a[i:i+lo] == b[j:j+lo]
-    while lo < n:
-        hi = min(lo + width, n)
-        if a[i + lo : i + hi] == b[j + lo : j + hi]:
-            lo, width = hi, width * 2
-            continue
-        while hi - lo > 1:  # the first difference is in [lo, hi)
-            mid = (lo + hi) // 2
-            if a[i + lo : i + mid] == b[j + lo : j + mid]:
-                lo = mid
-            else:
-                hi = mid
-        return lo
-    return lo
-
-
-def _block_at(text: str, pos: int, start: str, end: str, gap: re.Pattern[str]) -> tuple[int, int] | None:
-    """The tool-output block of ``text`` that covers ``pos``, or that begins after only ``gap`` text from
-    ``pos``: (block start, block end)."""
-    at = text.rfind(start, 0, pos + len(start))
-    if at >= 0:
-        close = text.find(end, at + len(start))
-        stop = len(text) if close < 0 else close + len(end)
-        if stop > pos:
-            return at, stop
-    at = text.find(start, pos)
-    if at >= 0 and gap.fullmatch(text, pos, at):
-        close = text.find(end, at + len(start))
-        return at, len(text) if close < 0 else close + len(end)
-    return None
-
-
-def _find_anchor(g: str, i: int, r: str, j: int) -> int:
-    """Where ``g`` (from ``i``) continues with the recording's text at ``j``: the first place holding the
-    next 32 recorded characters (16, 8 when ``g`` has less of it left), or -1."""
-    for width in (32, 16, 8):
-        anchor = r[j : j + width]
-        if not anchor:
-            return -1
-        found = g.find(anchor, i)
-        if found >= 0 or len(anchor) < width:
-            return found
-    return -1
-
-
-def _align(recording: str, generated: str, start: str, end: str, gap: re.Pattern[str]) -> _Alignment:
-    """Line up the generated part of a prompt (recorded text of earlier turns, with text the solver
-    appended between them) with ``recording``; see the module docstring."""
-    r, g = recording, generated
-    i = j = matched = 0
-    unaligned = False
-    while i < len(g):
-        n = _common_prefix(g, i, r, j)
-        i, j, matched = i + n, j + n, matched + n
-        if i >= len(g) or j >= len(r):
-            break
-        block = _block_at(r, j, start, end, gap)
-        if block is not None:  # the solver put its own output where the model's recorded one was
-            j = block[1]
-            own = _block_at(g, i, start, end, gap)
-            if own is not None:
-                i = own[1]
-                continue
-        found = _find_anchor(g, i if block is not None else i + 1, r, j)
-        if block is None and (found < 0 or g[i:found].strip()):
-            unaligned = True
-        if found < 0:  # the rest is appended text; line up its trailing whitespace with the recording
-            j += _common_prefix(g, max(i, len(g.rstrip())), r, j)
-            break
-        i = found
-    return _Alignment(matched, j, unaligned)
 
 
 def _snippet(prompt: str) -> str:
@@ -554,7 +172,7 @@ class ReplayEngine:
             clock = RealClock() if self.config.realtime else VirtualClock()
         self.clock: Clock = clock
         self.stats = ReplayStats()
-        self._active: dict[str, _Request] = {}
+        self._active: dict[str, ReplayRequest] = {}
         self._bases: dict[str, tuple[str, int]] = {}
         """Prompts of fresh requests → (problem, tokens); continuations start with one of them."""
         self._latest: dict[tuple[str, int], _Context] = {}
@@ -673,7 +291,7 @@ class ReplayEngine:
         found = self._find_base(prompt)
         return None if found is None else found[1]
 
-    def _start(self, prompt: str, params: GenParams, request_id: str) -> _Request:
+    def _start(self, prompt: str, params: GenParams, request_id: str) -> ReplayRequest:
         if self._closed:
             raise RuntimeError("replay engine is closed")
         if request_id in self._active:
@@ -695,7 +313,7 @@ class ReplayEngine:
         if problem and (prompt not in self._bases) and start == 0:
             self._bases[prompt] = (problem, prompt_tokens)
         budget = min(params.max_tokens, self.max_model_len - prompt_tokens)
-        req = _Request(request_id, prompt, params, problem, sample, recording, start, prompt_tokens,
+        req = ReplayRequest(request_id, prompt, params, problem, sample, recording, start, prompt_tokens,
                        prefill, budget, self.config.tokenizer)
         self.stats.requests += 1
         self.stats.tokens_by_request[request_id] = 0
@@ -718,14 +336,14 @@ class ReplayEngine:
         generated = prompt[len(base):]
         if generated:
             cfg = self.config
-            aligned = [_align(t, generated, cfg.output_start, cfg.output_end, self._gap) for t in texts]
+            aligned = [align(t, generated, cfg.output_start, cfg.output_end, self._gap) for t in texts]
             most = max(a.matched for a in aligned)
             if most > 0:
                 tied = [k for k, a in enumerate(aligned) if a.matched == most]
                 if len(tied) > 1:
                     def rank(k: int) -> tuple[bool, int, int]:
                         last = self._latest.get((problem, k))
-                        shared = 0 if last is None else _common_prefix(prompt, 0, last.text, 0)
+                        shared = 0 if last is None else common_prefix(prompt, 0, last.text, 0)
                         return (k != wanted, -shared, k)
                     tied.sort(key=rank)
                 chosen = aligned[tied[0]]
@@ -748,7 +366,7 @@ class ReplayEngine:
         if last is not None:
             candidates.append(last)
         for ctx in candidates:
-            n = _common_prefix(prompt, 0, ctx.text, 0)
+            n = common_prefix(prompt, 0, ctx.text, 0)
             if n > shared:
                 best, shared = ctx, n
         new = count(prompt[shared:])
@@ -800,12 +418,12 @@ class ReplayEngine:
     async def _quiesce(self) -> None:
         clock: VirtualClock = self.clock  # type: ignore[assignment]
         while True:
-            await _settle()
+            await settle()
             if not clock.held:
                 return
             await clock.wait_released()
 
-    async def _advance(self, dt: float, batch: list[_Request]) -> None:
+    async def _advance(self, dt: float, batch: list[ReplayRequest]) -> None:
         """Let ``dt`` virtual seconds pass, waking sleepers on the way (and letting them act). If they
         abort the whole batch, time stops there: nothing is decoding any more."""
         clock: VirtualClock = self.clock  # type: ignore[assignment]
@@ -817,7 +435,7 @@ class ReplayEngine:
                 return
         clock.advance_to(target)
 
-    def _commit(self, req: _Request, plan: _Plan) -> None:
+    def _commit(self, req: ReplayRequest, plan: Plan) -> None:
         text_tokens = plan.tokens - (plan.finish_reason == "stop" and plan.stop_reason is None)
         req.toks.advance(text_tokens)
         req.cursor = plan.end
@@ -828,7 +446,7 @@ class ReplayEngine:
         if plan.finish_reason is not None:
             self._finish(req, plan.finish_reason)
 
-    def _emit(self, req: _Request, finish_reason: str | None, stop_reason: str | None) -> None:
+    def _emit(self, req: ReplayRequest, finish_reason: str | None, stop_reason: str | None) -> None:
         """Stream the text up to the cursor, less (while running) the last ``len(stop) - 1`` characters
         when stop strings are cut from the output: they may begin a stop string, and vLLM holds them
         back so that streamed text never has to be taken back."""
@@ -840,11 +458,11 @@ class ReplayEngine:
         req.slot.put(Chunk(req.id, req.recording[req.start : visible], delta, req.tokens,
                            finish_reason is not None, finish_reason, stop_reason))
 
-    def _abort_request(self, req: _Request) -> None:
+    def _abort_request(self, req: ReplayRequest) -> None:
         self._emit(req, "abort", None)
         self._finish(req, "abort")
 
-    def _finish(self, req: _Request, reason: str) -> None:
+    def _finish(self, req: ReplayRequest, reason: str) -> None:
         req.finished = True
         self._active.pop(req.id, None)
         self.stats.finish_reasons[reason] = self.stats.finish_reasons.get(reason, 0) + 1
