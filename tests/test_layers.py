@@ -132,3 +132,25 @@ def test_predict_imports_nothing_of_the_offline_or_learning_layers_or_the_traini
     assert "kit.runtime.session" in out["kit"] and others == [], others
     heavy = ("trl", "datasets", "accelerate", "peft", "transformers.trainer", "matplotlib", "torch", "sklearn")
     assert not [m for m in new if m.split(".")[0] in heavy or m in heavy], [m for m in new if m.split(".")[0] in heavy]
+
+
+DEFERRED_OK = {"vllm", "torch", "transformers", "trl", "datasets", "tokenizers", "safetensors", "sympy",
+               "math_verify", "matplotlib"}
+"""Heavy or optional dependencies: imported where used, so that importing the kit (or ``predict``) does
+not pay for them. Everything else is imported at the top of its module."""
+
+
+def test_function_level_imports_only_defer_heavy_dependencies() -> None:
+    import ast
+
+    found = []
+    for name, path in module_files().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for fn in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Import):
+                    found += [(name, node.lineno, a.name) for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    found.append((name, node.lineno, node.module))
+    bad = sorted({(m, line, mod) for m, line, mod in found if mod.split(".")[0] not in DEFERRED_OK})
+    assert not bad, bad

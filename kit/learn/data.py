@@ -33,7 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
-from kit.offline.traces import TraceFormatError, load_pool
+from kit.offline.traces import BUNDLED_POOLS, TraceFormatError, load_pool
 from kit.runtime.answers import END_OF_REASONING, extract_answer, grade
 from kit.runtime.problems import BUNDLED_PROBLEMS, problems_path
 from kit.runtime.prompts import COT
@@ -258,7 +258,6 @@ def load_any(path: str | Path, kind: str = "auto", source: str | None = None,
              report: DropReport | None = None) -> pl.DataFrame:
     """Load with an explicit ``kind`` (see ``LOADERS``) or detect it (``auto``) from name/columns."""
     if kind == "auto":
-        from kit.offline.traces import BUNDLED_POOLS
 
         if (isinstance(path, str) and path in BUNDLED_POOLS) or Path(path).is_dir() or str(path).endswith(".gz"):
             kind = "traces"

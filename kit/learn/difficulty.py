@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import polars as pl
+
 from kit.learn.data import DataError
 from kit.offline.runs import RecordFormatError, load_pool_run, load_records_run
 from kit.offline.tokenizers import TokenSplitter
@@ -50,6 +53,11 @@ from kit.runtime.difficulty_hook import (
     problem_text,
 )
 from kit.runtime.problems import ProblemFileError, load_problems
+from kit.runtime.profiles import get_profile
+from kit.runtime.schedule import Ours
+from kit.runtime.throughput import SpeedModel
+from kit.runtime.tiny_model import MARKER_FILE, build_tiny_model, default_path
+from kit.sim.simulate import run_competition
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +155,6 @@ def problems_from_records(path: str | Path, *, problems: str | Path | None = Non
 
 def targets_frame(problems: Sequence[ProblemSamples], rule: TargetRule = TargetRule()):
     """One row per problem: ``pid, text, n_samples, n_correct, censored, tokens`` (the target)."""
-    import polars as pl
 
     if not problems:
         raise DataError("no problems to compute difficulty targets from (empty pool)")
@@ -203,7 +210,6 @@ def kfold(pids: Sequence[str], k: int, seed: int = 0) -> list[list[str]]:
 
 
 def _corr(x: Sequence[float], y: Sequence[float]) -> float:
-    import numpy as np
 
     a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
@@ -216,8 +222,6 @@ def regression_metrics(predicted: Sequence[float], actual: Sequence[float], *,
     """Held-out quality of token predictions: Spearman (Pearson of average ranks), Pearson and MAE on
     log-tokens; with ``baseline`` (a constant prediction, e.g. the training median) its MAE too, the bar
     a predictor has to clear to be worth plugging in."""
-    import numpy as np
-    import polars as pl
 
     if len(predicted) != len(actual) or not len(actual):
         raise ValueError(f"need equal, non-empty lists (got {len(predicted)} and {len(actual)})")
@@ -256,8 +260,6 @@ def build_tiny_encoder(path: str | Path | None = None, *, spec: TinyEncoderSpec 
     """
     import torch
     from transformers import AutoTokenizer, ModernBertConfig, ModernBertModel
-
-    from kit.runtime.tiny_model import MARKER_FILE, build_tiny_model, default_path
 
     spec = spec or TinyEncoderSpec()
     tiny = build_tiny_model()
@@ -307,7 +309,6 @@ def resolve_encoder(name_or_path: str) -> str:
     if name_or_path == TINY_ENCODER:
         return str(build_tiny_encoder())
     if name_or_path == "tiny":
-        from kit.runtime.tiny_model import build_tiny_model
 
         return str(build_tiny_model())
     return name_or_path
@@ -365,10 +366,6 @@ def simulate_hooks(pool: Sequence[Any], hooks: Mapping[str, Hook | None], *, run
     same ``runs`` simulated competitions (:func:`kit.sim.simulate.run_competition`, seeded as
     :func:`kit.sim.simulate.monte_carlo` seeds them). Deltas are per-competition differences to the first
     hook, so their CI is paired (much tighter than comparing two independent CIs)."""
-    from kit.runtime.profiles import get_profile
-    from kit.runtime.schedule import Ours
-    from kit.runtime.throughput import SpeedModel
-    from kit.sim.simulate import run_competition
 
     if runs < 2:
         raise ValueError(f"runs must be >= 2 for a confidence interval, got {runs}")

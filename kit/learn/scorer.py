@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -190,7 +191,6 @@ def train_scorer(model: str, train: Sequence[ProblemCandidates], out: str | Path
     the model, its tokenizer and ``scorer.json`` (format, split, metrics); hold-out pair accuracy is measured
     by reloading it with :class:`Scorer`, i.e. through the exact path selection uses.
     """
-    import time
 
     start = time.perf_counter()
     settings = settings or TrainSettings()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+from rich.table import Table
 
 from kit.offline.evaluate import Evaluation
 
@@ -170,7 +171,6 @@ def write_json(ev: Evaluation, path: Path) -> Path:
 
 
 def _rich_table(df: pl.DataFrame, title: str):
-    from rich.table import Table
 
     table = Table(title=title)
     for col in df.columns:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import polars as pl
+from rich import progress
 
 from kit.offline.tokenizers import ApproxSplitter, TokenSplitter, own_tokenizer, resolve_tokenizer
 from kit.offline.traces import load_pool
@@ -82,7 +84,6 @@ def read_events(path: str | Path, event: str | None = None) -> list[dict]:
 
 def samples_frame(path: str | Path):
     """The ``sample`` events as a polars DataFrame (one row per sample)."""
-    import polars as pl
 
     rows = read_events(path, "sample")
     if not rows:
@@ -95,7 +96,6 @@ def samples_frame(path: str | Path):
 
 def problems_frame(path: str | Path):
     """The ``problem`` events as a polars DataFrame (one row per problem)."""
-    import polars as pl
 
     rows = read_events(path, "problem")
     for r in rows:
@@ -188,9 +188,8 @@ def answer_of(text: str, profile: Profile, cache: dict[str, int | None]) -> int 
 def track(items: Sequence, description: str, console: Console | None) -> Iterable:
     if console is None or not console.is_terminal:  # a bar in a log file is only noise
         return items
-    from rich.progress import track  # a terminal only: rich is not needed to read runs
 
-    return track(items, description=description, console=console, transient=True)
+    return progress.track(items, description=description, console=console, transient=True)
 
 
 def _record_lines(path: Path) -> list[int]:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from kit.runtime.engines.factory import EngineFactory
 from kit.runtime.problems import Problem
@@ -179,7 +180,6 @@ def _update(summary: DryRunSummary, seconds: float) -> None:
 
 
 def _print_summary(console: Console, s: DryRunSummary, out: Path) -> None:
-    from rich.table import Table
 
     table = Table(title="dry-run summary")
     for col in ("problems", "answered", "correct", "score", "seconds", "tokens", "tokens/s"):

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from kit.runtime.problems import problems_path
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.run_config import SubmissionConfig
@@ -69,7 +71,6 @@ class LocalGateway:
 
     def rows(self) -> Any:
         """The CSV as polars reads it, rows shuffled with the seed."""
-        import polars as pl
 
         df = pl.read_csv(self.csv_path, encoding="utf8-lossy")
         order = list(range(df.height))
@@ -77,7 +78,6 @@ class LocalGateway:
         return df[order]
 
     def run(self, predict: Callable[..., Any]) -> GatewayReport:
-        import polars as pl
 
         if getattr(predict, "__name__", None) != "predict":
             raise ValueError(f"the gateway looks the listener up by name: it must be 'predict', "
@@ -126,7 +126,6 @@ class LocalGateway:
 
     def _validate(self, ret: Any, in_id: Any, errors: list[str]) -> int | None:
         """The answer if ``ret`` is a valid reply for ``in_id``, else None with ``errors`` filled."""
-        import polars as pl
 
         if not isinstance(ret, pl.DataFrame):
             errors.append(f"returned {type(ret).__name__}, not a polars DataFrame")

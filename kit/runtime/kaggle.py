@@ -27,6 +27,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from kit.runtime.engines.factory import EngineFactory
 from kit.runtime.gateway import GatewayImportError, GatewayReport, GatewayRow, LocalGateway, run_gateway
 from kit.runtime.profiles import Profile, get_profile
@@ -230,7 +232,6 @@ class _Runner:
 
 def _scalar(value: Any) -> Any:
     """The single value of a length-1 Series / one-row column, or the value itself."""
-    import polars as pl
 
     if isinstance(value, pl.Series):
         return value[0] if len(value) else None
@@ -241,7 +242,6 @@ def _scalar(value: Any) -> Any:
 
 def _parse_call(args: tuple, kwargs: dict) -> tuple[Any, Any, Any]:
     """(id as given — a length-1 Series or a value, id value, problem) from the gateway's call shapes."""
-    import polars as pl
 
     if len(args) == 1 and isinstance(args[0], pl.DataFrame):
         df = args[0]
@@ -261,7 +261,6 @@ def _parse_call(args: tuple, kwargs: dict) -> tuple[Any, Any, Any]:
 
 def _frame(id_obj: Any, id_value: Any, answer: int) -> Any:
     """The reply the gateway contract asks for: ``pl.DataFrame({"id": id_, "answer": int})``."""
-    import polars as pl
 
     if isinstance(id_obj, pl.Series) and len(id_obj) == 1:
         ids = id_obj.rename("id")
@@ -319,7 +318,6 @@ def build_predict(config: SubmissionConfig, *, engine_factory: EngineFactory | N
             return _frame(id_obj, id_value, answer)
         except Exception as exc:  # pragma: no cover - polars can always build this
             runner.failure("building the answer frame", id_value, exc)
-            import polars as pl
 
             return pl.DataFrame({"id": [str(id_value)], "answer": [fb]})
 

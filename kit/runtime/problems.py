@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import polars as pl
+
 from kit.runtime.resources import resource_path
 
 BUNDLED_PROBLEMS = {
@@ -49,7 +51,6 @@ def problems_path(source: str | Path | None) -> Path:
 
 def load_problems(source: str | Path | None = None) -> list[Problem]:
     """Problems of a CSV/jsonl file or bundled set, in file order."""
-    import polars as pl
 
     path = problems_path(source)
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from kit.runtime.answers import to_int_answer
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -53,7 +55,6 @@ class Profile:
 
     def to_answer(self, text: str | None) -> int | None:
         """Canonical integer answer for this competition from an extracted answer string, or None."""
-        from kit.runtime.answers import to_int_answer
 
         return to_int_answer(text, self.modulus, bounds=(self.answer_min, self.answer_max))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -167,6 +168,5 @@ class Session:
 
 
 def _jsonable(obj: Any) -> Any:
-    import json
 
     return json.loads(json.dumps(obj, default=str))

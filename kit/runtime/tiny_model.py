@@ -34,6 +34,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -325,7 +326,6 @@ def _solve_bias(log_z, p: float) -> float:
 
 def _weights(tok, spec: TinyModelSpec):  # -> dict[str, torch.Tensor]
     """Random weights (fixed seed) shaped into the near-bigram model described in the module docstring."""
-    import math
 
     import torch
 

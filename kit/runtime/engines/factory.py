@@ -11,7 +11,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from kit.runtime.engines.base import Engine
+from kit.runtime.engines.presets import get_preset
+from kit.runtime.engines.vllm_engine import VLLMEngine
 from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.tiny_model import build_tiny_model
 
 EngineFactory = Callable[[], "Engine | Awaitable[Engine]"]
 """What a caller passes to start an engine other than the configured vLLM one (tests, replay)."""
@@ -23,15 +26,8 @@ async def start_engine(config: SubmissionConfig, log: Callable[[str], None] | No
     if config.engine != "vllm":
         raise ValueError(f"engine {config.engine!r} is not started by the runtime layer: pass its factory "
                          "(replay: kit.sim.replay.engine_factory(config))")
-    from kit.runtime.engines.presets import get_preset
-    from kit.runtime.engines.vllm_engine import VLLMEngine
 
-    if config.tiny:
-        from kit.runtime.tiny_model import build_tiny_model
-
-        path = build_tiny_model()
-    else:
-        path = Path(str(config.model))
+    path = build_tiny_model() if config.tiny else Path(str(config.model))
     return await VLLMEngine.start(path, get_preset(config.engine_preset()), log=log)
 
 

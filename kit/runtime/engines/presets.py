@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
 from kit.runtime.config import ConfigError, from_dict
 from kit.runtime.throughput import SPEED_PRESETS
 
@@ -81,36 +83,35 @@ class EnginePreset:
     the run corrects it from measured seconds, so a rough prior costs a few problems, not the run."""
 
     def __post_init__(self) -> None:
-        def bad(key: str, why: str) -> PresetError:
-            return PresetError(f"preset {self.name!r}: {key} {why}")
+        for key, why in self._problems():
+            raise PresetError(f"preset {self.name!r}: {key} {why}")
 
-        for key in ("tensor_parallel_size", "max_model_len", "max_num_seqs"):
-            if getattr(self, key) < 1:
-                raise bad(key, f"must be >= 1, got {getattr(self, key)}")
-        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
-            raise bad("max_num_batched_tokens", f"must be >= 1, got {self.max_num_batched_tokens}")
-        if not 0 < self.gpu_memory_utilization <= 1:
-            raise bad("gpu_memory_utilization", f"must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.kv_cache_dtype not in KV_CACHE_DTYPES:
-            raise bad("kv_cache_dtype", f"must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}")
-        if self.quantization == "awq":
-            raise bad("quantization", '"awq" forces the slow AWQ kernel; leave it None (vLLM picks awq_marlin)')
-        if self.device not in ("cuda", "cpu"):
-            raise bad("device", f'must be "cuda" or "cpu", got {self.device!r}')
-        if self.mp_start_method not in ("spawn", "fork"):
-            raise bad("mp_start_method", f'must be "spawn" or "fork", got {self.mp_start_method!r}')
-        if self.device == "cuda" and not self.gpu:
-            raise bad("gpu", "must name a GPU kind for a cuda preset (e.g. 'L4', 'H100')")
-        if self.cpu_kvcache_gb is not None and self.cpu_kvcache_gb < 1:
-            raise bad("cpu_kvcache_gb", f"must be a whole number of GiB >= 1, got {self.cpu_kvcache_gb}")
-        if self.startup_timeout_s <= 0:
-            raise bad("startup_timeout_s", f"must be > 0, got {self.startup_timeout_s}")
-        if self.reserve_gib_per_gpu < 0:
-            raise bad("reserve_gib_per_gpu", f"must be >= 0, got {self.reserve_gib_per_gpu}")
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()):
-            raise bad("env", "must map strings to strings")
-        if self.speed not in SPEED_PRESETS:
-            raise bad("speed", f"must be one of {sorted(SPEED_PRESETS)}, got {self.speed!r}")
+    def _problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every invalid field, in field order."""
+        checks: list[tuple[str, bool, str]] = [
+            *((k, getattr(self, k) >= 1, f"must be >= 1, got {getattr(self, k)}")
+              for k in ("tensor_parallel_size", "max_model_len", "max_num_seqs")),
+            ("max_num_batched_tokens", self.max_num_batched_tokens is None or self.max_num_batched_tokens >= 1,
+             f"must be >= 1, got {self.max_num_batched_tokens}"),
+            ("gpu_memory_utilization", 0 < self.gpu_memory_utilization <= 1,
+             f"must be in (0, 1], got {self.gpu_memory_utilization}"),
+            ("kv_cache_dtype", self.kv_cache_dtype in KV_CACHE_DTYPES,
+             f"must be one of {KV_CACHE_DTYPES}, got {self.kv_cache_dtype!r}"),
+            ("quantization", self.quantization != "awq",
+             '"awq" forces the slow AWQ kernel; leave it None (vLLM picks awq_marlin)'),
+            ("device", self.device in ("cuda", "cpu"), f'must be "cuda" or "cpu", got {self.device!r}'),
+            ("mp_start_method", self.mp_start_method in ("spawn", "fork"),
+             f'must be "spawn" or "fork", got {self.mp_start_method!r}'),
+            ("gpu", self.device != "cuda" or bool(self.gpu), "must name a GPU kind for a cuda preset (e.g. 'L4', 'H100')"),
+            ("cpu_kvcache_gb", self.cpu_kvcache_gb is None or self.cpu_kvcache_gb >= 1,
+             f"must be a whole number of GiB >= 1, got {self.cpu_kvcache_gb}"),
+            ("startup_timeout_s", self.startup_timeout_s > 0, f"must be > 0, got {self.startup_timeout_s}"),
+            ("reserve_gib_per_gpu", self.reserve_gib_per_gpu >= 0, f"must be >= 0, got {self.reserve_gib_per_gpu}"),
+            ("env", all(isinstance(k, str) and isinstance(v, str) for k, v in self.env.items()),
+             "must map strings to strings"),
+            ("speed", self.speed in SPEED_PRESETS, f"must be one of {sorted(SPEED_PRESETS)}, got {self.speed!r}"),
+        ]
+        return [(key, why) for key, ok, why in checks if not ok]
 
     # --- construction from data ---------------------------------------------------------------
 
@@ -135,7 +136,6 @@ class EnginePreset:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> EnginePreset:
         """Load a preset from a YAML mapping (see :meth:`from_dict`), then apply ``overrides``."""
-        import yaml
 
         path = Path(path)
         try:
