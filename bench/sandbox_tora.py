@@ -10,7 +10,8 @@ Why: ``tests/test_sandbox_tora.py`` replays a subset on every test run; this scr
 full-set figures in ``docs/sandbox_tora.md``, and answers empirically whether a fresh process per block
 or one stateful session per trajectory reproduces the recorded outputs better (``--modes``; ``shared``
 runs a whole file in one session, to see whether leaked state changes anything). The parser,
-comparison and categories are the test module's, so the test and these figures cannot drift apart.
+comparison and categories are :mod:`kit.offline.sandbox_replay`'s, shared with the test, so the test and
+these figures cannot drift apart.
 
     .venv/bin/python bench/sandbox_tora.py [--modes fresh,trajectory,shared] [--workers 4]
 """
@@ -18,30 +19,17 @@ comparison and categories are the test module's, so the test and these figures c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
+from kit.offline import sandbox_replay
 from kit.offline.traces import load_pool
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("fresh", "trajectory", "shared")
-
-
-def load_helpers() -> ModuleType:
-    """``tests/test_sandbox_tora.py`` as a module (the tests folder is not a package)."""
-    path = ROOT / "tests" / "test_sandbox_tora.py"
-    spec = importlib.util.spec_from_file_location("tora_replay", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
 
 
 def short(source: str) -> str:
@@ -64,21 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown := sorted(set(modes) - set(MODES)):
         ap.error(f"unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
 
-    h = load_helpers()
     samples = load_pool("tora_gsm8k")
-    trajectories, unpaired = h.trajectory_blocks(samples)
+    trajectories, unpaired = sandbox_replay.trajectory_blocks(samples)
     n_blocks = sum(len(t) for t in trajectories)
     per_trajectory = Counter(len(t) for t in trajectories)
     files = sorted({t[0].source for t in trajectories})
     print(f"traces: {len(samples)} trajectories in {len(files)} files; {n_blocks} executed code blocks "
           f"(blocks per trajectory: {dict(sorted(per_trajectory.items()))}); "
           f"{unpaired} code blocks never executed (no recorded output, skipped)")
-    categories = [*h.REPRODUCED, *h.MISMATCHES]
+    categories = [*sandbox_replay.REPRODUCED, *sandbox_replay.MISMATCHES]
 
     for mode in modes:
         start = time.perf_counter()
-        with h.tora_sandbox(workers=args.workers) as sb:
-            outcomes = h.replay(sb, trajectories, mode=mode, threads=args.threads)
+        with sandbox_replay.tora_sandbox(workers=args.workers) as sb:
+            outcomes = sandbox_replay.replay(sb, trajectories, mode=mode, threads=args.threads)
         seconds = time.perf_counter() - start
         print(f"\n### mode `{mode}`: {len(outcomes)} blocks in {seconds:.1f} s (sandbox start-up included)\n")
         print("| category | " + " | ".join(short(f) for f in files) + " | all |")
@@ -86,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         by_file = {f: Counter(o.category for o in outcomes if o.block.source == f) for f in files}
         total = Counter(o.category for o in outcomes)
         for cat in categories:
-            kind = "" if cat in h.REPRODUCED else " (mismatch)"
+            kind = "" if cat in sandbox_replay.REPRODUCED else " (mismatch)"
             print(f"| {cat}{kind} | " + " | ".join(str(by_file[f][cat]) for f in files) + f" | {total[cat]} |")
         rates = []
         for f in [*files, None]:

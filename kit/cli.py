@@ -27,18 +27,22 @@ from kit.offline.traces import load_pool
 from kit.runtime.config import ConfigError
 from kit.runtime.difficulty_hook import DifficultyPredictor
 from kit.runtime.dryrun import DryRunOptions, run_dryrun
+from kit.runtime.engines.memory import PresetDoesNotFit
+from kit.runtime.engines.vllm_engine import EngineStartError
 from kit.runtime.problems import DEFAULT_PROBLEMS, Problem, load_problems
 from kit.runtime.profiles import DEFAULT_PROFILE, PROFILES
 from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.sandbox import SandboxError
 from kit.runtime.schedule import Ours
 from kit.runtime.throughput import SPEED_PRESETS
+from kit.runtime.tiny_model import TinyModelError
 from kit.sim.replay import engine_factory
 from kit.sim.simulate import compare, load_pool_arg, plot
 
-KnownError = (FileNotFoundError, ValueError, ConfigError)
-"""Errors the user can fix: printed as one line, exit code 2."""
-ENGINE_ERRORS = {"PresetDoesNotFit", "EngineStartError", "EngineStartTimeout"}
-"""Engine errors reported the same way (matched by name: importing them would import vLLM's stack)."""
+KnownError = (FileNotFoundError, ValueError, ConfigError, PresetDoesNotFit, EngineStartError, SandboxError,
+              TinyModelError)
+"""Errors the user can fix (a path, a value, a preset that does not fit, an engine that does not start):
+printed as one line, exit code 2."""
 
 
 def _seconds(text: str) -> float:
@@ -293,9 +297,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KnownError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        if type(exc).__name__ in ENGINE_ERRORS:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
     return 1

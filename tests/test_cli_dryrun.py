@@ -28,10 +28,10 @@ def test_default_dryrun_tiny_model_answers_all_reference_problems(tmp_path: Path
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["problems"] == 10 and summary["engine"] == "vllm"
     assert len(summary["rows"]) == 10
-    assert all(0 <= r["answer"] <= 999 for r in summary["rows"])
     assert all(r["error"] is None for r in summary["rows"])
     ids = {r["id"] for r in summary["rows"]}
     problems = read_events(tmp_path / "records.jsonl", "problem")
+    assert {r["id"]: r["answer"] for r in summary["rows"]} == {p["problem_id"]: p["answer"] for p in problems}
     samples = read_events(tmp_path / "records.jsonl", "sample")
     assert {p["problem_id"] for p in problems} == ids
     assert len(samples) == 40  # 4 samples per problem, every one recorded
@@ -46,7 +46,8 @@ def test_replay_dryrun_with_early_stop(tmp_path: Path) -> None:
                  "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["problems"] == 4 and summary["scored"] == 4
-    assert all(0 <= r["answer"] <= 999 for r in summary["rows"])
+    assert all(r["correct"] == (r["answer"] == r["gold"]) for r in summary["rows"])
+    assert summary["correct"] == sum(r["correct"] for r in summary["rows"]) >= 2  # SkyThought-32B votes well
     assert summary["seconds"] > 60  # virtual L4 time, not real time
     assert any(r["samples_finished"] < 11 for r in summary["rows"])
 

@@ -101,7 +101,7 @@ def test_bank_clamps_any_policy() -> None:
         make_policy("yolo")
 
 
-def test_carry_over_and_adaptation() -> None:
+def test_carry_over() -> None:
     ours = make_policy("ours")
     bank = TimeBank(ours, AIMO2, start=0.0, n_problems=50, max_samples=32)
     first = bank.next_budget(0.0)
@@ -117,6 +117,24 @@ def test_carry_over_and_adaptation() -> None:
     d1 = eb.next_budget(0.0).deadline
     eb.record(Outcome(10.0, 1, "agreement", 4, 16))
     assert eb.next_budget(10.0).deadline - 10.0 == pytest.approx(d1)  # no carry-over by design
+
+
+def test_ours_adapts_its_budgets_to_the_measured_throughput() -> None:
+    lengths = (6000,) * 16
+    predicted = SPEED.lockstep_seconds(lengths, 250)
+
+    def after(ratio: float) -> tuple[int, float]:
+        """(samples x tokens of the next budget, learnt scale) after one problem took ``ratio`` x the model."""
+        bank = TimeBank(make_policy("ours"), AIMO2, start=0.0, n_problems=50, max_samples=32, speed=SPEED)
+        bank.next_budget(0.0)
+        bank.record(Outcome(predicted * ratio, sum(lengths), "agreement: 4 of the first 4", 16, 16,
+                            lengths=lengths, prompt_tokens=250))
+        b = bank.next_budget(1000.0)  # the same moment for both, so only the throughput differs
+        return b.n_samples * b.max_tokens, bank.throughput.scale
+
+    (work_1, scale_1), (work_3, scale_3) = after(1.0), after(3.0)
+    assert scale_1 == pytest.approx(1.0) and scale_3 == pytest.approx(3.0)
+    assert work_3 < work_1  # an early-stopped problem that ran 3x slow shrinks the next rung
 
 
 def test_difficulty_hook_scales_the_allowance() -> None:
@@ -214,4 +232,6 @@ def test_dryrun_respects_a_short_time_limit(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["problems"] == 30
     assert summary["seconds"] <= 600
-    assert all(0 <= r["answer"] <= 999 for r in summary["rows"])
+    skipped = [r for r in summary["rows"] if r["reason"] == "skipped"]
+    assert all(r["answer"] == AIMO2.fallback_answer and r["tokens"] == 0 for r in skipped)
+    assert sum(r["seconds"] for r in summary["rows"]) <= 600

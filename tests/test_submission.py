@@ -191,7 +191,8 @@ def test_rehearsal_runs_notebook_without_repo(tmp_path: Path) -> None:
     sub = pl.read_parquet(out / "submission.parquet")
     ref = pl.read_csv(REPO / "kit/resources/problems/aimo2_reference.csv")
     assert sorted(sub["id"].to_list()) == sorted(ref["id"].to_list())
-    assert sub["answer"].dtype.is_integer() and all(0 <= a <= 999 for a in sub["answer"].to_list())
+    answers = dict(zip(sub["id"].to_list(), sub["answer"].to_list(), strict=True))
+    assert {str(r["id"]): r["answer"] for r in report["per_call"]} == answers  # notebook -> gateway -> parquet
     executed = nbformat.read(str(out / "executed.ipynb"), as_version=4)
     assert not any(o.get("output_type") == "error" for c in executed.cells for o in c.get("outputs", []))
 

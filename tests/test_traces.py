@@ -15,7 +15,8 @@ def test_bundled_pools_load() -> None:
     sky = load_pool("skythought_aime24")
     assert len(sky) == 11 * 30
     assert len({s.problem_id for s in sky}) == 30
-    assert all(s.recorded_correct in (True, False) for s in sky)
+    assert {type(s.recorded_correct) for s in sky} == {bool}  # the harness graded every sample
+    assert 0 < sum(s.recorded_correct for s in sky) < len(sky)
     tora = load_pool("tora_gsm8k")
     assert len(tora) == 2 * 1319
     nemo = load_pool("nemoskills")

@@ -34,7 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from kit.offline.traces import BUNDLED_POOLS, TraceFormatError, load_pool
-from kit.runtime.answers import END_OF_REASONING, extract_answer, grade
+from kit.runtime.answers import END_OF_REASONING, extract_answer, grade, to_int_answer
 from kit.runtime.problems import BUNDLED_PROBLEMS, problems_path
 from kit.runtime.prompts import COT
 from kit.runtime.tokens import ApproxTokenizer
@@ -50,7 +50,6 @@ SCHEMA: dict[str, pl.DataType] = {
 }
 EVAL_SETS: tuple[str, ...] = ("aime24", "aime25", "aimo2_reference", "aimo1_train")
 """Bundled decontamination targets (``kit/resources/problems``)."""
-_INT_ANSWER = re.compile(r"^\s*\$?\s*([-+]?\d+)\s*\$?\s*$")
 
 
 class DataError(ValueError):
@@ -138,17 +137,13 @@ def _finish(df: pl.DataFrame, report: DropReport | None, where: str) -> pl.DataF
     return df
 
 
-def integer_answer(answer: str | None) -> int | None:
-    """``"025"`` → 25, ``"$42$"`` → 42; anything else (fractions, ``"27.0"``, expressions) → None."""
-    if answer is None:
-        return None
-    m = _INT_ANSWER.match(answer)
-    return int(m.group(1)) if m else None
-
-
 def with_answer_flags(df: pl.DataFrame) -> pl.DataFrame:
-    """Add ``answer_int`` (null where the answer is not a plain integer: kept for grading, flagged)."""
-    return df.with_columns(pl.col("answer").map_elements(integer_answer, return_dtype=pl.Int64).alias("answer_int"))
+    """Add ``answer_int``: the answer's integer value by the kit's one reading of answers
+    (:func:`kit.runtime.answers.to_int_answer`, no modulus), null where it is not an integer (such rows are
+    kept for grading, and flagged)."""
+    values = {a: to_int_answer(a) for a in df["answer"].unique().to_list() if a is not None}
+    return df.with_columns(pl.col("answer").replace_strict(values, default=None, return_dtype=pl.Int64)
+                           .alias("answer_int"))
 
 
 def load_problem_file(path: str | Path, source: str | None = None, report: DropReport | None = None) -> pl.DataFrame:
