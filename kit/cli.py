@@ -22,7 +22,7 @@ from kit.learn.scorer import Scorer
 from kit.offline.budget import DEFAULT_BUDGETS
 from kit.offline.evaluate import evaluate
 from kit.offline.report import print_summary, write_json, write_report
-from kit.offline.runs import load_runs
+from kit.offline.runs import load_records_run, load_runs
 from kit.offline.traces import load_pool
 from kit.runtime.config import ConfigError
 from kit.runtime.difficulty_hook import DifficultyPredictor
@@ -78,7 +78,8 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model folder for vLLM (default: built-in tiny model)")
     p.add_argument("--engine", default=None, choices=["vllm", "replay"], help="generation backend (default: vllm)")
     p.add_argument("--traces", default=None,
-                   help="replay engine: bundled trace pool or trace folder/file (default: skythought_aime24)")
+                   help="replay engine: bundled trace pool, trace folder/file, or a run's records.jsonl "
+                        "(default: skythought_aime24)")
     p.add_argument("--profile", default=None, choices=sorted(PROFILES),
                    help=f"competition profile (default: {DEFAULT_PROFILE})")
     p.add_argument("--preset", default=None, help="vLLM engine preset: cpu, l4x4, h100 (default: cpu for the "
@@ -113,6 +114,11 @@ def dryrun_config(args: argparse.Namespace) -> SubmissionConfig:
 def _dryrun_problems(args: argparse.Namespace, cfg: SubmissionConfig) -> tuple[list[Problem], str]:
     """The problems and where they came from: ``--problems``, else the replay pool's, else the AIMO2 reference."""
     if args.problems is None and cfg.engine == "replay":
+        path = Path(cfg.traces)
+        if path.is_file() and path.name.startswith("records") and path.suffix == ".jsonl":
+            run = load_records_run(path)
+            return [Problem(id=p.problem_id, problem=p.problem, answer=None if p.gold is None else str(p.gold))
+                    for p in run.problems if p.problem.strip() and p.done], f"run records {path}"
         seen: dict[str, Problem] = {}
         for s in load_pool(cfg.traces):
             seen.setdefault(s.problem, Problem(id=s.problem_id, problem=s.problem, answer=s.gold))

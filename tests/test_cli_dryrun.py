@@ -88,3 +88,18 @@ def test_a_preset_that_cannot_fit_is_refused_before_loading(tmp_path: Path) -> N
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "does not fit" in proc.stderr.lower() or "doesnotfit" in proc.stderr.lower()
     assert "Traceback" not in proc.stderr
+
+
+def test_a_runs_own_records_replay_through_the_one_reader(tmp_path: Path) -> None:
+    assert main(["dryrun", "--engine", "replay", "--limit", "3", "--samples", "6", "--out", str(tmp_path / "a")]) == 0
+    first = {p["problem_id"]: p for p in read_events(tmp_path / "a" / "records.jsonl", "problem")}
+    records = tmp_path / "a" / "records.jsonl"
+    assert main(["dryrun", "--engine", "replay", "--traces", str(records), "--samples", "3",
+                 "--out", str(tmp_path / "b")]) == 0
+    again = read_events(tmp_path / "b" / "records.jsonl", "problem")
+    assert {p["problem_id"] for p in again} == set(first)  # the recorded problems, with their golds
+    assert all(p["gold"] == first[p["problem_id"]]["gold"] and p["problem"] == first[p["problem_id"]]["problem"]
+               for p in again)
+    recorded_texts = {s["text"] for s in read_events(records, "sample") if s["finish_reason"] == "stop"}
+    replayed = [s for s in read_events(tmp_path / "b" / "records.jsonl", "sample") if s["finish_reason"] == "stop"]
+    assert replayed and all(s["text"] in recorded_texts for s in replayed)  # samples come from the records

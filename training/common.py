@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 from kit.learn.data import DataError
 from kit.runtime.config import ConfigError, from_dict, read_yaml
+from kit.runtime.jsonl import json_lines
 
 C = TypeVar("C")
 
@@ -49,21 +49,11 @@ def read_jsonl(path: str | Path, required: Sequence[str], *, what: str = "datase
     if not path.is_file():
         raise DataError(f"{path}: {what} file not found")
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [f for f in required if f not in row]
-            if missing:
-                raise DataError(f"{path}:{lineno}: missing field(s) {missing} in the {what}; "
-                                f"found {sorted(row)}")
-            rows.append(row)
+    for lineno, row in json_lines(path, DataError):
+        missing = [f for f in required if f not in row]
+        if missing:
+            raise DataError(f"{path}:{lineno}: missing field(s) {missing} in the {what}; found {sorted(row)}")
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: the {what} is empty")
     return rows

@@ -30,6 +30,7 @@ from rich import progress
 from kit.offline.tokenizers import ApproxSplitter, TokenSplitter, own_tokenizer, resolve_tokenizer
 from kit.offline.traces import load_pool
 from kit.runtime.answers import extract_answer
+from kit.runtime.jsonl import json_lines
 from kit.runtime.problems import load_problems
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.protocols.tir import output_blocks, output_shows_error
@@ -60,25 +61,15 @@ def read_events(path: str | Path, event: str | None = None) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"run records not found: {path}")
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                # a run killed mid-write leaves a partial last line: everything before it is good
-                if not line.endswith("\n"):
-                    break
-                raise RecordFormatError(f"{path}:{lineno}: not JSON") from None
-            version = row.get("version")
-            if version != RECORD_VERSION:
-                raise RecordFormatError(
-                    f"{path}:{lineno}: record version {version!r}, this kit reads version {RECORD_VERSION}"
-                    " (records from an older run format: re-run, or convert with the matching kit version)"
-                )
-            if event is None or row.get("event") == event:
-                rows.append(row)
+    for lineno, row in json_lines(path, RecordFormatError, partial_last_line=True):
+        version = row.get("version")
+        if version != RECORD_VERSION:
+            raise RecordFormatError(
+                f"{path}:{lineno}: record version {version!r}, this kit reads version {RECORD_VERSION}"
+                " (records from an older run format: re-run, or convert with the matching kit version)"
+            )
+        if event is None or row.get("event") == event:
+            rows.append(row)
     return rows
 
 

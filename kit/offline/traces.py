@@ -13,12 +13,11 @@ line, since a silently skipped line would bias every metric computed from the tr
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from kit.runtime.jsonl import json_lines
 from kit.runtime.resources import resource_path
 
 BUNDLED_POOLS = {
@@ -43,12 +42,6 @@ class RecordedSample:
     recorded_pred: str | None
     recorded_correct: bool | None
     """The harness's own verdict, when the file has one."""
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
 
 
 def _from_line(obj: dict, source: str, where: str) -> Iterator[RecordedSample]:
@@ -93,18 +86,8 @@ def load_samples(path: str | Path) -> list[RecordedSample]:
     if not path.is_file():
         raise FileNotFoundError(f"trace file not found: {path}")
     samples: list[RecordedSample] = []
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TraceFormatError(f"{where}: not JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise TraceFormatError(f"{where}: expected a JSON object per line")
-            samples.extend(_from_line(obj, path.name, where))
+    for lineno, obj in json_lines(path, TraceFormatError):
+        samples.extend(_from_line(obj, path.name, f"{path}:{lineno}"))
     return samples
 
 

@@ -53,8 +53,6 @@ at a time. ``realtime=True`` paces steps with real ``asyncio.sleep`` (divided by
 from __future__ import annotations
 
 import asyncio
-import gzip
-import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -62,6 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kit.offline.runs import load_records_run
 from kit.offline.traces import RecordedSample, load_pool
 from kit.runtime.engines.base import Chunk, Clock, EngineInfo, GenParams, RealClock
 from kit.runtime.run_config import SubmissionConfig
@@ -202,22 +201,25 @@ class ReplayEngine:
     @classmethod
     def from_records(cls, path: str | Path, config: ReplayConfig | None = None,
                      clock: Clock | None = None) -> ReplayEngine:
-        """Our own run records: a ``.jsonl`` (or ``.jsonl.gz``) of ``{"problem": ..., "text": ...}``."""
-        path = Path(path)
-        opener = gzip.open if path.suffix == ".gz" else open
+        """Our own run records (``records.jsonl``, read by :func:`kit.offline.runs.load_records_run`): each
+        problem's finished samples are its recordings, so a run can be replayed with other settings."""
         recordings: dict[str, list[str]] = {}
-        with opener(path, "rt", encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    problem, text = obj["problem"], obj["text"]
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object with 'problem' and 'text' "
-                                     f"({exc!r})") from None
-                recordings.setdefault(str(problem).strip(), []).append(str(text))
+        for p in load_records_run(path).problems:
+            if p.problem.strip() and p.done:
+                recordings.setdefault(p.problem.strip(), []).extend(s.text for s in p.done)
+        if not recordings:
+            raise ValueError(f"{path}: no problem with a recorded text and a finished sample to replay")
         return cls(recordings, config, clock)
+
+    @classmethod
+    def from_source(cls, source: str | Path, config: ReplayConfig | None = None,
+                    clock: Clock | None = None) -> ReplayEngine:
+        """A run's ``records.jsonl`` (a file named ``records*.jsonl``), else a trace pool (bundled name,
+        folder or file)."""
+        path = Path(source)
+        if path.is_file() and path.name.startswith("records") and path.suffix == ".jsonl":
+            return cls.from_records(path, config, clock)
+        return cls.from_pool(source, config, clock)
 
     # -- Engine interface -----------------------------------------------------------------------------
 
@@ -478,4 +480,4 @@ def engine_factory(config: SubmissionConfig) -> Callable[[], ReplayEngine]:
     if config.engine != "replay":
         raise ValueError(f"engine_factory is for engine 'replay', the config asks for {config.engine!r}")
     traces = config.traces
-    return lambda: ReplayEngine.from_pool(traces, ReplayConfig(name=f"replay:{traces}"))
+    return lambda: ReplayEngine.from_source(traces, ReplayConfig(name=f"replay:{traces}"))
