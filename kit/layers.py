@@ -179,3 +179,13 @@ def closure(start: Iterable[str], imports: Iterable[Import]) -> set[str]:
         todo += [".".join(parts[:k]) for k in range(1, len(parts))]  # a package's __init__ runs first
         todo += sorted(graph.get(m, ()))
     return seen
+
+
+def layer_edges(imports: Iterable[Import]) -> dict[tuple[str, str], int]:
+    """Imports between different layers, counted per (importing layer, imported layer)."""
+    out: dict[tuple[str, str], int] = {}
+    for i in imports:
+        a, b = layer_of(i.importer), layer_of(i.imported)
+        if a != b:
+            out[(a, b)] = out.get((a, b), 0) + 1
+    return dict(sorted(out.items()))

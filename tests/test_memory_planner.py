@@ -1,4 +1,4 @@
-"""Memory planner against DESIGN.md's facts (real Qwen2.5 configs), and engine presets (YAML, overrides)."""
+"""Memory planner against docs/design.md's facts (real Qwen2.5 configs), and engine presets (YAML, overrides)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def within(value: float, target: float, rel: float = 0.10) -> bool:
     return abs(value - target) <= rel * target
 
 
-# --- DESIGN.md §3 facts ---------------------------------------------------------------------------
+# --- docs/design.md "Memory" facts ---------------------------------------------------------------------------
 
 
 def test_kv_bytes_per_token_match_design_facts() -> None:

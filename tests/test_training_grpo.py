@@ -51,7 +51,7 @@ def _tiny(tmp_path: Path, **changes) -> GrpoConfig:
 
 def test_shipped_configs_load_with_the_design_values() -> None:
     prod = load_yaml(GrpoConfig, PROD_YAML)
-    # DESIGN.md §4: 8 generations, completions up to 16k, lr 2e-6..5e-6, beta 0 (TriMER)
+    # docs/design.md "Training formulas": 8 generations, completions up to 16k, lr 2e-6..5e-6, beta 0 (TriMER)
     assert prod.num_generations == 8 and prod.max_completion_length == 16384
     assert 2e-6 <= prod.learning_rate <= 5e-6 and prod.beta == 0.0
     assert prod.scale_rewards == "none" and prod.loss_type in ("dapo", "dr_grpo")

@@ -1,7 +1,7 @@
 """Distil a teacher into a student on curated traces:
 ``python -m training.distill --config training/configs/distill.yaml [--set key=value ...]``.
 
-The loss (TriMER's recipe, DESIGN.md §4) mixes the teacher's soft targets with the trace's hard targets,
+The loss (TriMER's recipe, docs/design.md "Training formulas") mixes the teacher's soft targets with the trace's hard targets,
 per assistant token ``i``:
 
     l_i = α · T² · KL(softmax(z_t,i / T) ‖ softmax(z_s,i / T)) + (1 − α) · CE(z_s,i, y_i)

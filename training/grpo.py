@@ -9,7 +9,7 @@ trl's :class:`~trl.GRPOTrainer` does the RL; this module decides what it is fed 
   words the submission's solver uses, so the policy is trained on the prompt it will be asked.
 * **Rewards**: any of :data:`kit.learn.rewards.REWARDS` with a weight and parameters
   (``{name: efficiency, weight: 1.0, params: {alpha: 0.2}}``); trl sums ``weight × reward``.
-* **Matched settings for the Arora–Zanette length penalty** (``efficiency``; DESIGN.md §4): advantages
+* **Matched settings for the Arora–Zanette length penalty** (``efficiency``; docs/design.md "Training formulas"): advantages
   must not be divided by the group's reward std (``scale_rewards: none``) — dividing makes the size of
   the length push independent of α and was seen to collapse accuracy — and the loss must not be
   normalised per sequence (trl's ``loss_type: grpo`` favours short positive / long negative samples by
@@ -174,7 +174,7 @@ class GrpoConfig:
                 raise ValueError(
                     f"scale_rewards: {self.scale_rewards!r} with the efficiency reward: dividing advantages by the "
                     "reward std makes the length penalty's push independent of alpha and was seen to collapse "
-                    "accuracy (Arora & Zanette; DESIGN.md §4). Use scale_rewards: none, or set "
+                    "accuracy (Arora & Zanette; docs/design.md \"Training formulas\"). Use scale_rewards: none, or set "
                     "allow_biased_efficiency: true to run it anyway")
             if self.loss_type not in LENGTH_UNBIASED_LOSSES:
                 raise ValueError(

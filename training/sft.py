@@ -19,7 +19,7 @@ marked, and refuses to start otherwise. :func:`run` runs it before loading any w
 the dataset trl prepared holds exactly the trainable tokens the audit counted, trains with
 ``assistant_only_loss=True``, and saves model + tokenizer (with the chat template used) for vLLM.
 
-Recipe facts (DESIGN.md §4; Fast-Math-R1, github.com/RabotniKuma/Fast-Math-R1, first-stage SFT script):
+Recipe facts (docs/design.md "Training formulas"; Fast-Math-R1, github.com/RabotniKuma/Fast-Math-R1, first-stage SFT script):
 lr 1e-5, cosine schedule, packing, 24000-token sequences, batch 1 × gradient accumulation 8, gradient
 checkpointing, bf16. trl 1.16 behaviour relied on (read in its sources): ``packing=True`` with the default
 ``bfd`` strategy truncates each example to ``max_length`` (keep the start) and turns on padding-free

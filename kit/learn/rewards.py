@@ -1,4 +1,4 @@
-"""GRPO reward functions in trl's signature, correct to the published formulas (DESIGN.md §4).
+"""GRPO reward functions in trl's signature, correct to the published formulas (docs/design.md "Training formulas").
 
 trl calls each reward function as ``f(completions=..., prompts=..., completion_ids=..., **columns)``
 where ``completions`` are strings or conversational message lists, dataset columns (e.g. ``answer``)

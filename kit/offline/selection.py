@@ -114,7 +114,7 @@ class SampleWeights:
       often reasons from a wrong state.
     * length: ``(median / tokens) ** length_power`` clipped to ``[1/max_length_factor, max_length_factor]``,
       with the median over the problem's answered candidates. Why: on AIME-level problems correct samples
-      are about half as long as wrong ones (DESIGN §3, ``kit.sim.simulate.SyntheticSpec``): long samples are the
+      are about half as long as wrong ones (docs/design.md "Inference recipes (AIMO2)", ``kit.sim.simulate.SyntheticSpec``): long samples are the
       ones where the model was lost. ``length_power=0`` turns this off.
     """
 

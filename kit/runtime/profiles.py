@@ -2,8 +2,8 @@
 
 Every part of the kit that needs an answer range, a modulus, a time limit or the gateway's names reads
 them from a :class:`Profile`, so switching AIMO2 -> AIMO3 is one argument, not a hunt for constants.
-Facts come from the competitions' pages and their ``kaggle_evaluation`` packages (see docs/DESIGN notes
-in ``../shared/DESIGN.md`` §3); values we could only assume are marked as such in ``notes``.
+Facts come from the competitions' pages and their ``kaggle_evaluation`` packages (docs/design.md
+"Kaggle gateway"); values we could only assume are marked as such in ``notes``.
 """
 
 from __future__ import annotations

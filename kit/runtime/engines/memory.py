@@ -2,7 +2,7 @@
 
 Why: on Kaggle a preset that does not fit shows up late (after weights load) as a vLLM error about the
 KV cache, or worse as silent preemption that makes every sample slower. The arithmetic is simple and
-known (DESIGN.md §3): weights from the checkpoint, KV bytes per token = 2 × layers × KV heads × head_dim ×
+known (docs/design.md "Memory"): weights from the checkpoint, KV bytes per token = 2 × layers × KV heads × head_dim ×
 dtype bytes, and what is left of ``gpus × memory × utilisation`` after weights and a reserve is KV cache.
 :func:`plan` does it from ``config.json`` (and the safetensors sizes, which are the truth for weights) and
 raises :class:`PresetDoesNotFit` with the numbers and what to lower.

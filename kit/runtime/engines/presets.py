@@ -1,7 +1,7 @@
 """vLLM deployment presets: one dataclass that says how to run a model on a given machine.
 
 Why presets: the engine settings that matter on Kaggle are few but easy to get wrong, and the lessons
-behind them are not visible in the values (DESIGN.md §3 "vLLM on 4×L4"): TP=4 over PCIe wants spawn
+behind them are not visible in the values (docs/design.md "vLLM on 4×L4"): TP=4 over PCIe wants spawn
 workers and custom all-reduce off; ``quantization="awq"`` forces the slow kernel (vLLM picks
 ``awq_marlin`` itself when left alone); prefix caching should be on because all samples share a prompt;
 an FP8 KV cache is opt-in. Keeping them in named, documented presets (and YAML files that must name

