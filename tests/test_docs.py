@@ -49,3 +49,24 @@ def test_no_code_or_doc_points_at_a_design_file_outside_the_repository() -> None
     offenders = [p.relative_to(REPO).as_posix() for p in _sources()
                  if p.name != "test_docs.py" and re.search(r"DESIGN\.md|\.\./shared/DESIGN", p.read_text())]
     assert offenders == []
+
+
+def test_every_kit_name_the_docs_mention_exists() -> None:
+    import importlib
+
+    bad = []
+    for p in [*(REPO / "docs").glob("*.md"), REPO / "README.md"]:
+        for name in sorted(set(re.findall(r"\bkit(?:\.[A-Za-z_]\w*)+", p.read_text()))):
+            parts = name.split(".")
+            for k in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:k]))
+                except ImportError:
+                    continue
+                try:
+                    for attr in parts[k:]:
+                        obj = getattr(obj, attr)
+                except AttributeError:
+                    bad.append((p.name, name))
+                break
+    assert not bad, bad
