@@ -28,7 +28,8 @@ from kit.runtime.solver import Solver, SolverConfig
 from kit.sim.replay import ReplayConfig, ReplayEngine
 
 KIT = str(Path(__file__).resolve().parents[1] / "kit")
-SIMULATION = (str(Path(KIT) / "engines" / "replay.py"),)
+SIMULATION = (str(Path(KIT) / "sim") + "/",)
+"""The replay engine and its virtual clock (the simulation layer): what stands in for the GPU."""
 
 
 def _is_kit(func: tuple) -> bool:

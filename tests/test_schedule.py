@@ -123,18 +123,22 @@ def test_ours_adapts_its_budgets_to_the_measured_throughput() -> None:
     lengths = (6000,) * 16
     predicted = SPEED.lockstep_seconds(lengths, 250)
 
-    def after(ratio: float) -> tuple[int, float]:
-        """(samples x tokens of the next budget, learnt scale) after one problem took ``ratio`` x the model."""
+    def after(ratio: float) -> tuple[TimeBank, float]:
+        """A bank after one problem that took ``ratio`` x the model's time, and its learnt scale."""
         bank = TimeBank(make_policy("ours"), AIMO2, start=0.0, n_problems=50, max_samples=32, speed=SPEED)
         bank.next_budget(0.0)
         bank.record(Outcome(predicted * ratio, sum(lengths), "agreement: 4 of the first 4", 16, 16,
                             lengths=lengths, prompt_tokens=250))
-        b = bank.next_budget(1000.0)  # the same moment for both, so only the throughput differs
-        return b.n_samples * b.max_tokens, bank.throughput.scale
+        return bank, bank.throughput.scale
 
-    (work_1, scale_1), (work_3, scale_3) = after(1.0), after(3.0)
+    (fast, scale_1), (slow, scale_3) = after(1.0), after(3.0)
     assert scale_1 == pytest.approx(1.0) and scale_3 == pytest.approx(3.0)
-    assert work_3 < work_1  # an early-stopped problem that ran 3x slow shrinks the next rung
+    work = {}
+    for now in range(0, int(fast.state.end), 600):  # the same moments for both: only the throughput differs
+        a, b = fast.next_budget(float(now)), slow.next_budget(float(now))
+        work[now] = (a.n_samples * a.max_tokens, b.n_samples * b.max_tokens)
+    assert all(s <= f for f, s in work.values())
+    assert any(s < f for f, s in work.values())  # a problem that ran 3x slow shrinks later rungs
 
 
 def test_difficulty_hook_scales_the_allowance() -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from kit.runtime.profiles import Profile, get_profile
-from kit.runtime.throughput import SpeedModel, Throughput
+from kit.runtime.throughput import LengthModel, SpeedModel, Throughput
 from kit.runtime.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, Agreement, StopRules
 
 
@@ -72,6 +72,8 @@ class BankState:
     """Samples one problem can run at once: min(the solver's samples, the engine's ``max_num_seqs``)."""
     throughput: Throughput = field(default_factory=lambda: Throughput(SpeedModel.l4x4_7b_awq()))
     """The engine's speed model, corrected by every outcome (``TimeBank.record``)."""
+    lengths: LengthModel = field(default_factory=LengthModel)
+    """How far this run's samples got before their problems stopped, from every outcome."""
     done: int = 0
     spent: float = 0.0
     history: list[Outcome] = field(default_factory=list)
@@ -138,6 +140,7 @@ class TimeBank:
         self.state.spent += outcome.seconds
         self.state.history.append(outcome)
         self.state.throughput.observe(outcome.seconds, outcome.lengths, outcome.prompt_tokens)
+        self.state.lengths.observe(outcome.lengths)
         self.policy.report(outcome)
 
 
@@ -223,9 +226,11 @@ class Ours:
     * share = time left / problems left; the deadline is ``now + min(stretch × share, what leaves
       reserve × share for each later problem)``: easy problems stop early on agreement, so a generous
       deadline only costs time on contested ones, which is where it can still pay;
-    * samples and max tokens: the richest rung of ``ladder`` whose worst case (every sample running to
-      max tokens) fits ``fit`` × the allowance under the throughput model — time that fixed settings
-      leave unused buys more and longer samples;
+    * samples and max tokens: the richest rung of ``ladder`` whose *expected* time fits the allowance:
+      the samples decode in lock-step until the quorum's share of them has finished, at the length this
+      run's samples reached at that share (:class:`~kit.runtime.throughput.LengthModel`; before any
+      problem, spread evenly up to max tokens) — time that fixed settings leave unused buys more and
+      longer samples, and the deadline still bounds the unlucky problems;
     * the throughput model is the bank's (the engine's speed model corrected by every measured problem,
       :class:`~kit.runtime.throughput.Throughput`), so a slower-than-expected machine shrinks the rungs;
     * give-up: after ``hopeless_after`` finished samples with no two agreeing, settle with the leader;
@@ -236,7 +241,6 @@ class Ours:
     ladder: tuple[tuple[int, int], ...] = LADDER
     stretch: float = 2.0
     reserve: float = 0.5
-    fit: float = 1.6
     hopeless_after: int | None = 7
     quorum: float | None = 0.25
     """First-finish quorum as a fraction of the samples (None: off): with many samples racing, vote
@@ -248,8 +252,17 @@ class Ours:
     difficulty: Callable[[Any], float] | None = None
     name: str = "ours"
 
-    def _worst_case(self, speed: SpeedModel, n: int, max_tokens: int) -> float:
-        return speed.prefill_seconds(self.prompt_tokens) + speed.chunk_seconds(n, n * self.prompt_tokens, max_tokens)
+    def _quorum(self, n: int) -> int | None:
+        return max(3, round(self.quorum * n)) if self.quorum else None
+
+    def _expected_seconds(self, state: BankState, n: int, max_tokens: int) -> float:
+        """Time until a problem on this rung stops, typically: its samples decode together until the
+        quorum's share has finished (all of them without a quorum)."""
+        stop = min(self._quorum(n) or n, n)
+        at = state.lengths.quantile(stop / n) if stop < n else None
+        length = min(at if at is not None else max_tokens * stop / n, max_tokens)
+        speed = state.throughput.model
+        return speed.prefill_seconds(self.prompt_tokens) + speed.chunk_seconds(n, n * self.prompt_tokens, int(length))
 
     def budget(self, state: BankState, now: float, problem: Any) -> Budget:
         left = state.left(now)
@@ -261,12 +274,11 @@ class Ours:
         keep_for_others = self.reserve * share * (n_left - 1)
         allowance = max(min(self.stretch * factor * share, left - keep_for_others), 0.0)
         n, max_tokens = self.ladder[0]
-        speed = state.throughput.model
         for rung in self.ladder:
-            if self._worst_case(speed, *rung) <= self.fit * allowance:
+            if self._expected_seconds(state, *rung) <= allowance:
                 n, max_tokens = rung
         n = min(n, state.max_samples)
-        quorum = max(3, round(self.quorum * n)) if self.quorum else None
+        quorum = self._quorum(n)
         rules = StopRules(agreements=self.agreements, certain=True, hopeless_after=self.hopeless_after,
                           quorum=quorum)
         return Budget(now + allowance, n, max_tokens, rules)

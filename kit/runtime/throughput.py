@@ -8,14 +8,16 @@ layer) means the submission's budgets and the simulator's clock are one piece of
   :data:`SPEED_PRESETS` with their derivation, docs/design.md "Throughput");
 * :class:`Throughput` — a speed model times a scale learnt from every problem's measured seconds against
   the model's prediction for the same work (:meth:`SpeedModel.lockstep_seconds`), so a machine three times
-  slower than its preset says gets three times smaller budgets after a few problems.
+  slower than its preset says gets three times smaller budgets after a few problems;
+* :class:`LengthModel` — how far this run's samples get before their problems stop, so the time bank can
+  predict when a problem will stop rather than assume every sample runs to ``max_tokens``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -171,3 +173,31 @@ class Throughput:
         self.scale = min(max(math.exp(log_scale), lo), hi)
         self.observations += 1
         return ratio
+
+
+@dataclass
+class LengthModel:
+    """How far this run's samples get before their problem ends: every sample's decoded tokens, finished or
+    cut at the stop, the deadline or max tokens, over all problems so far.
+
+    Why these lengths and not the samples' natural lengths: the time bank asks how long a problem on a rung
+    takes until it *stops*, and each recorded length is exactly where one sample stood when its problem
+    stopped (a finished sample at its end, the others where the stop cut them). The share ``q/n`` of them
+    says how far the batch typically got before the quorum's ``q`` of ``n`` had finished.
+    """
+
+    lengths: list[int] = field(default_factory=list)
+    _sorted: list[int] | None = field(default=None, repr=False, compare=False)
+
+    def observe(self, lengths: Sequence[int]) -> None:
+        self.lengths.extend(int(n) for n in lengths if n > 0)
+        self._sorted = None
+
+    def quantile(self, p: float) -> int | None:
+        """The ``p`` quantile of the lengths seen (None before any, or for ``p`` outside (0, 1))."""
+        if not self.lengths or not 0 < p < 1:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self.lengths)
+        ordered = self._sorted
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]

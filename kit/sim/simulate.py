@@ -137,14 +137,16 @@ def race(samples: Sequence[tuple[int | None, int]], *, max_tokens: int, seconds:
     answer submitted.
     """
     n = len(samples)
-    items = sorted(((min(t, max_tokens), (a if t <= max_tokens else None), i) for i, (a, t) in enumerate(samples)))
+    cut = [(min(t, max_tokens), a if t <= max_tokens else None, i) for i, (a, t) in enumerate(samples)]
+    # finishing order: shortest first; equal lengths by answer, then sample index (a fixed, total order)
+    items = [c[:2] for c in sorted(cut, key=lambda c: (c[0], -1 if c[1] is None else c[1], c[2]))]
     t = speed.prefill_seconds(prompt_tokens)
     pos = 0
     ballot = Ballot(rules)
     lengths: list[int] = []
     active = n
     reason = "all finished"
-    for length, answer, _ in items:
+    for length, answer in items:
         steps = length - pos
         if steps > 0:
             dt = speed.chunk_seconds(active, active * (prompt_tokens + pos), steps)
@@ -161,7 +163,8 @@ def race(samples: Sequence[tuple[int | None, int]], *, max_tokens: int, seconds:
         if active > 0 and ballot.check(active).stop:
             reason = ballot.stopped.reason  # type: ignore[union-attr]
             break
-    lengths += [pos] * (n - len(lengths))  # still running when it ended: cut where the batch was
+    done = len(lengths)
+    lengths += [pos] * (n - done)  # still running when it ended: cut where the batch was
     final = ballot.final()
     answered = [v for v in ballot.votes if v.answer is not None]
     margin = sum(v.answer == final.answer for v in answered) / len(answered) if answered else 0.0

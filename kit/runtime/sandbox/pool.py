@@ -353,6 +353,8 @@ class Sandbox:
                 try:
                     proc = self._spawn()
                 except Exception as exc:
+                    if self._closed:  # shutting down: the zygote is gone on purpose
+                        return
                     self._count(spawn_failures=1)
                     self._event("refill failed", f"{type(exc).__name__}: {exc} (retrying in {pause:.1f} s)")
                     with self._refill:
