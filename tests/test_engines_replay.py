@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-import json
 import re
 import time
 from collections import defaultdict
@@ -20,6 +19,7 @@ import pytest
 from kit.offline.traces import RecordedSample, load_pool
 from kit.runtime.engines.base import Chunk, Engine, GenParams, RealClock
 from kit.runtime.protocols.tir import extract_code
+from kit.runtime.records import RunRecorder
 from kit.runtime.throughput import SpeedModel
 from kit.sim.replay import ReplayConfig, ReplayEngine, VirtualClock
 
@@ -567,9 +567,12 @@ def test_unknown_problem_is_a_clear_error(tora: list[RecordedSample]) -> None:
 
 
 def test_from_records_and_realtime_mode(tmp_path, tora: list[RecordedSample]) -> None:
-    path = tmp_path / "run.jsonl"
-    path.write_text("".join(json.dumps({"problem": s.problem, "text": s.text, "answer": 1}) + "\n"
-                            for s in (tora[0], tora[1319])))
+    path = tmp_path / "records.jsonl"
+    with RunRecorder(path) as rec:  # our own run records, as a dry-run writes them
+        for i, s in enumerate((tora[0], tora[1319])):
+            rec.write("sample", problem_id="p0", index=i, text=s.text, tokens=len(s.text) // 4, answer=1,
+                      finish_reason="stop", started=0.0, finished=1.0 + i)
+        rec.write("problem", problem_id="p0", problem=tora[0].problem, answer=1, gold=None)
     config = ReplayConfig(realtime=True, speedup=50.0, speed=SpeedModel.l4x4_7b_awq())
     engine = ReplayEngine.from_records(path, config)
     assert isinstance(engine.clock, RealClock)
@@ -580,6 +583,6 @@ def test_from_records_and_realtime_mode(tmp_path, tora: list[RecordedSample]) ->
     # ~230 tokens at ~13 ms a step is ~3 s of modelled time; 50× faster in real time
     assert 0.02 < real < 1.5
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"problem": "x"}\n')
+    bad.write_text('{"problem": "x"}\n')  # not a run record: no version
     with pytest.raises(ValueError, match=r"bad\.jsonl:1"):
         ReplayEngine.from_records(bad)

@@ -42,7 +42,7 @@ def test_read_jsonl_names_file_line_and_field(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="empty"):
         read_jsonl(p, ["prompt"])
     p.write_text("{not json\n")
-    with pytest.raises(DataError, match=r"rl\.jsonl:1: not valid JSON"):
+    with pytest.raises(DataError, match=r"rl\.jsonl:1: not JSON"):
         read_jsonl(p, ["prompt"])
     with pytest.raises(DataError, match="not found"):
         read_jsonl(tmp_path / "nope.jsonl", ["prompt"])
