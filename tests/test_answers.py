@@ -22,10 +22,10 @@ EXTRACTION_CASES = [
     # last box wins, first-box bug
     (r"First \boxed{12}. Wait, recheck: \boxed{13}", "13"),
     (r"\boxed{1}\n\nActually \boxed{999}", "999"),
-    # boxes adjacent = a list of answers
-    (r"\boxed{2}, \boxed{3}", "2, 3"),
-    (r"\boxed{2} and \boxed{3}", "2, 3"),
-    (r"$\boxed{-1}$ or $\boxed{4}$", "-1, 4"),
+    # several boxes side by side: the last one (what the AIMO3 notebooks submit), not an abstention
+    (r"\boxed{2}, \boxed{3}", "3"),
+    (r"\boxed{2} and \boxed{3}", "3"),
+    (r"$\boxed{-1}$ or $\boxed{4}$", "4"),
     (r"\boxed{5} is wrong; the real answer is \boxed{6}", "6"),
     # spacing and variants
     (r"\boxed 5", "5"),
@@ -127,6 +127,15 @@ INT_CASES = [
     (r"2 \cdot 21", None, None, 42),
     (r"\binom{5}{2}", None, None, 10),
     ("2, 3", None, None, None),
+    # multiple-choice labels around the value (AMC answers written the contest's way)
+    (r"\textbf{(C)}\ 12", None, None, 12),
+    (r"(B) 7", None, None, 7),
+    (r"12 \text{ (C)}", None, None, 12),
+    (r"\text{(B)}", None, None, None),
+    # integer arithmetic in a box is its value; a non-integer sum is not an answer
+    (r"\frac{1}{2}+\frac{1}{2}", None, (0, 99999), 1),
+    (r"\frac{1}{3}+\frac{1}{3}", None, (0, 99999), None),
+    (r"2^{3}\cdot 5 - 1", None, None, 39),
     ("abc", None, None, None),
     ("", None, None, None),
     ("   ", None, None, None),

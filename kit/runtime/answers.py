@@ -36,7 +36,6 @@ _PHRASE_WINDOW = 3000
 """Characters at the end of a region searched for a "final answer is" phrase."""
 
 _BOX_NAMES = ("boxed", "fbox", "framebox")
-_BOX_SEPARATOR = re.compile(r"^[\s,;$]*(?:and|or|&|\\quad|\\text\{\s*(?:and|or)\s*\})?[\s,;$]*$")
 _PHRASE = re.compile(
     r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*(?:[:\s]|\*\*)*(.{1,120})",
     re.IGNORECASE,
@@ -115,19 +114,11 @@ def has_complete_box(text: str) -> bool:
 
 
 def _last_boxed(region: str) -> str | None:
-    """Last non-empty box of ``region``; boxes separated only by commas/"and" are joined ("2, 3")."""
+    """Last non-empty box of ``region``. Several boxes side by side ("\\boxed{2}, \\boxed{3}") give the
+    last one, as the AIMO3 notebooks submit: a model that boxes twice has usually corrected itself, and an
+    abstention scores nothing."""
     found = _boxes_before(region, len(region))
-    if found is None:
-        return None
-    start, content, _ = found
-    contents = [content.strip()]
-    while True:
-        prev = _boxes_before(region, start)
-        if prev is None or prev[2] > start or not _BOX_SEPARATOR.match(region[prev[2] : start]):
-            break
-        start = prev[0]
-        contents.append(prev[1].strip())
-    return ", ".join(reversed(contents))
+    return None if found is None else found[1].strip()
 
 
 def _clean_phrase_value(value: str) -> str | None:
@@ -231,6 +222,8 @@ _DECIMAL = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+)")
 _SIMPLE_FRACTION = re.compile(r"([-+]?\d+)\s*/\s*(\d+)")
 _TEX_FRACTION = re.compile(r"(-?)\\[dt]?frac\s*\{\s*([-+]?\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _TRAILING_WORDS = re.compile(r"([-+]?[\d,]*\.?\d+)\s*(?:[A-Za-z][A-Za-z ]*)$")
+_CHOICE_LABEL = re.compile(r"^\(?[A-E]\)\s*(?=\S)|(?<=\S)\s*\(?[A-E]\)$")
+"""A multiple-choice label before or after the value (``\\textbf{(C)}\\ 12`` → 12; AMC-style answers)."""
 
 
 def _clean_answer(answer: str) -> str:
@@ -244,6 +237,7 @@ def _clean_answer(answer: str) -> str:
     if "=" in s and not any(op in s for op in ("<", ">", "\\le", "\\ge", "\\ne")):
         s = s.rsplit("=", 1)[1].strip()
     s = s.rstrip(".").strip()
+    s = _CHOICE_LABEL.sub("", s).strip()
     m = _TRAILING_WORDS.fullmatch(s)
     if m:
         s = m.group(1)
@@ -299,6 +293,8 @@ def sympy_integer(s: str) -> int | None:
     if isinstance(expr, sympy.Float):
         return int(expr) if expr == int(expr) else None
     expr = sympy.nsimplify(expr) if expr.has(sympy.Float) else expr
+    if expr.is_number:
+        expr = expr.doit()  # math-verify leaves arithmetic unevaluated: \frac{1}{2}+\frac{1}{2} is 1/2 + 1/2
     if expr.is_number and expr.is_integer:
         value = int(expr)
         return value if len(str(abs(value))) <= MAX_INT_DIGITS else None

@@ -46,3 +46,14 @@ TIR = PromptTemplate(
 )
 
 DEFAULT_PROMPTS: tuple[PromptTemplate, ...] = (COT, TIR)
+
+HARMONY_TIR = PromptTemplate(
+    name="harmony",
+    kind="tir",
+    user=(
+        "{problem}\n\nSolve the problem; use the python tool to compute and check your work. "
+        "{answer_rule} Put the final answer within \\boxed{}."
+    ),
+)
+"""The user message of a gpt-oss attempt with the python tool (Harmony protocol): the AIMO3 notebooks sent
+the problem and a short answer instruction, nothing else — the system message declares the tool."""

@@ -38,6 +38,11 @@ class SampleResult:
     error: str | None = None
     prompt_tokens: int = 0
     """Tokens of the sample's first prompt (its context use starts there)."""
+    entropy_mean: float | None = None
+    """Mean token entropy (bits, top-k log-probabilities; :mod:`kit.runtime.confidence`); None without them."""
+    entropy_tail: float | None = None
+    """Mean token entropy over the last ``SolverConfig.entropy_tail`` tokens."""
+    entropy_median: float | None = None
 
     @property
     def done(self) -> bool:

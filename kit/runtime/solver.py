@@ -28,16 +28,19 @@ import asyncio
 import contextlib
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from kit.runtime.answers import extract_answer, has_complete_box
+from kit.runtime.confidence import Confidence
 from kit.runtime.engines.base import Engine, GenParams
 from kit.runtime.profiles import Profile, get_profile
-from kit.runtime.protocols.tir import TIRFormat, get_format
+from kit.runtime.protocols import make_protocol
+from kit.runtime.protocols.base import Conversation, Protocol, Request
 from kit.runtime.records import RunRecorder
 from kit.runtime.results import DONE_REASONS, ProblemResult, SampleResult
 from kit.runtime.sandbox import Sandbox, Status
+from kit.runtime.sandbox.pool import HARMONY_PRELUDE
 from kit.runtime.solver_config import (
     SAMPLING_PRESETS,
     TINY_SOLVER,
@@ -94,10 +97,17 @@ def clean_problem(problem: Any) -> str:
 
 
 def sandbox_for(config: SolverConfig) -> Sandbox | None:
-    """A started sandbox when the prompt mix has TIR prompts (sized to the samples), else None."""
+    """A started sandbox when the prompt mix has TIR prompts (sized to the samples), else None.
+
+    Harmony's python tool follows the gpt-oss conventions: a bare last expression is printed and every
+    session starts with :data:`~kit.runtime.sandbox.pool.HARMONY_PRELUDE` (unless the config names its own
+    prelude)."""
     if not any(p.kind == "tir" for p in config.prompts):
         return None
-    return Sandbox(config=config.sandbox, workers=min(config.n_samples, 8), timeout=config.code_timeout).start()
+    sandbox = config.sandbox
+    if config.protocol == "harmony":
+        sandbox = replace(sandbox, show_last_expression=True, prelude=sandbox.prelude or HARMONY_PRELUDE)
+    return Sandbox(config=sandbox, workers=min(config.n_samples, 8), timeout=config.code_timeout).start()
 
 
 class _Problem:
@@ -112,6 +122,7 @@ class _Problem:
         self.samples: list[SampleResult] = []
         self.recorded: set[int] = set()
         """Indices of samples whose record is written."""
+        self.conversations: dict[int, Conversation] = {}
 
 
 class Solver:
@@ -125,7 +136,7 @@ class Solver:
         self.profile = get_profile(profile)
         self.sandbox = sandbox
         self.recorder = recorder
-        self.tir: TIRFormat = get_format(self.config.tir_format)
+        self.protocol: Protocol = make_protocol(self.config)
         self.last: ProblemResult | None = None
         """The result of the latest solve or skip, on every path out of it (cancellation included)."""
         if any(p.kind == "tir" for p in self.config.prompts) and sandbox is None:
@@ -185,8 +196,7 @@ class Solver:
 
     async def _solve(self, state: _Problem, deadline: float | None, n: int, budget: int,
                      rules: StopRules) -> ProblemResult:
-        prompts = self._prompts(state, n)
-        if not await self._before(self._count_prompts(state, prompts), deadline):  # a slow tokenizer, too
+        if not await self._before(self._open(state, n), deadline):  # a slow tokenizer must not pass it either
             return self._fallback(state, "deadline: the prompts could not be counted in time", reason="deadline")
         limit = self.engine.max_model_len
         runnable = [i for i, s in enumerate(state.samples) if s.prompt_tokens + MIN_GENERATION <= limit]
@@ -198,8 +208,7 @@ class Solver:
             if s.index not in runnable:
                 s.finish_reason, s.finished = "error", state.start
                 s.error = f"prompt of {s.prompt_tokens} tokens does not fit max_model_len {limit}"
-        tasks = {asyncio.create_task(self._run_sample(state, state.samples[i], prompts[i], budget)): i
-                 for i in runnable}
+        tasks = {asyncio.create_task(self._run_sample(state, state.samples[i], budget)): i for i in runnable}
         ballot = Ballot(rules)
         pending: set[asyncio.Task] = set(tasks)
         try:
@@ -209,8 +218,7 @@ class Solver:
         await self._read_unfinished(state)
         partials: list[Vote] = []
         if ended == "deadline":
-            partials = [Vote(s.answer, weight=self.config.partial_weight, order=len(ballot.votes) + k,
-                             tokens=s.tokens, kind=s.vote_kind)
+            partials = [_vote(s, order=len(ballot.votes) + k, weight=self.config.partial_weight)
                         for k, s in enumerate(state.samples[tasks[t]] for t in sorted(pending, key=tasks.get))
                         if s.answer is not None]
         final: Decision = ballot.final(partials)
@@ -244,26 +252,21 @@ class Solver:
         task.result()
         return True
 
-    def _prompts(self, state: _Problem, n: int) -> list[str]:
+    async def _open(self, state: _Problem, n: int) -> None:
+        """Every sample's record and conversation (the protocol renders and counts its prompt)."""
         cfg = self.config
-        prompts = []
         for i in range(n):
             template = cfg.prompts[i % len(cfg.prompts)]
             spec = cfg.sampling[i % len(cfg.sampling)]
-            prompts.append(self.engine.chat_prompt(template.messages(state.problem, self.profile.modulus_wording)))
             state.samples.append(SampleResult(index=i, prompt=template.name, kind=template.kind,
                                               temperature=spec.temperature, top_p=spec.top_p, min_p=spec.min_p,
                                               agent=i % len(cfg.sampling), started=state.start))
-        return prompts
-
-    async def _count_prompts(self, state: _Problem, prompts: list[str]) -> None:
-        """Token count of every distinct prompt of the mix (the context check needs the longest)."""
-        counts: dict[str, int] = {}
-        for p in prompts:
-            if p not in counts:
-                counts[p] = await self._off_loop(self.engine.count_tokens, p)
-        for s, p in zip(state.samples, prompts, strict=True):
-            s.prompt_tokens = counts[p]
+        for s in state.samples:
+            template = cfg.prompts[s.index % len(cfg.prompts)]
+            conv = await self.protocol.open(template, state.problem, self.profile.modulus_wording, self.engine,
+                                            self._off_loop)
+            state.conversations[s.index] = conv
+            s.prompt_tokens = conv.prompt_tokens
 
     async def _race(self, state: _Problem, tasks: dict[asyncio.Task, int], pending: set[asyncio.Task],
                     ballot: Ballot, deadline: float | None) -> str:
@@ -281,7 +284,7 @@ class Solver:
                     s = state.samples[tasks[t]]
                     self._record_sample(state, s)
                     if s.done:
-                        ballot.add(Vote(s.answer, order=len(ballot.votes), tokens=s.tokens, kind=s.vote_kind))
+                        ballot.add(_vote(s, order=len(ballot.votes)))
                 if watchdog is not None and watchdog in done:
                     return "deadline"
                 if pending and self.config.early_stop and ballot.check(len(pending)).stop:
@@ -312,80 +315,90 @@ class Solver:
         todo = [s for s in state.samples if s.raw_answer is None and s.text and s.finish_reason == "cancelled"]
         if not todo:
             return
-        reads = [asyncio.ensure_future(self._read_answer(s)) for s in todo]
+        reads = [asyncio.ensure_future(self._read_answer(s, state.conversations[s.index])) for s in todo]
         _, late = await asyncio.wait(reads, timeout=self.config.abort_grace)
         for r in late:
             r.cancel()
 
     # --- one sample ------------------------------------------------------------------------------
 
-    def _params(self, problem_id: str, index: int, turn: int, max_tokens: int, kind: str) -> GenParams:
+    def _params(self, problem_id: str, index: int, turn: int, max_tokens: int, request: Request) -> GenParams:
         cfg = self.config
         spec = cfg.sampling[index % len(cfg.sampling)]
-        stops = ["</think>"] if cfg.stop_after_reasoning else []
-        if kind == "tir":
-            stops += self.tir.stop
         return GenParams(max_tokens=max_tokens, temperature=spec.temperature, top_p=spec.top_p,
                          min_p=spec.min_p, top_k=spec.top_k, seed=sample_seed(cfg.seed, problem_id, index, turn),
-                         stop=tuple(stops), include_stop_str_in_output=True)
+                         stop=request.stop, stop_token_ids=request.stop_token_ids, include_stop_str_in_output=True,
+                         logprobs=cfg.logprobs)
 
-    async def _run_sample(self, state: _Problem, sample: SampleResult, prompt: str, budget: int) -> SampleResult:
+    def _calls_allowed(self, sample: SampleResult, turn: int) -> bool:
+        cfg = self.config
+        limit = cfg.max_turns if cfg.protocol == "harmony" else cfg.max_code_calls
+        return sample.kind == "tir" and len(sample.code) < limit
+
+    async def _run_sample(self, state: _Problem, sample: SampleResult, budget: int) -> SampleResult:
         engine = self.engine
-        appended_tokens = 0
+        conv = state.conversations[sample.index]
+        confidence = Confidence()
         turn = 0
         try:
             while True:
-                left = min(budget - sample.tokens,
-                           engine.max_model_len - sample.prompt_tokens - sample.tokens - appended_tokens)
+                left = min(budget - sample.tokens, engine.max_model_len - conv.context_tokens)
                 if left <= 0:
                     sample.finish_reason = "length" if budget - sample.tokens <= 0 else "context"
                     break
                 if state.stopping:
                     sample.finish_reason = "abort"
                     break
+                calls = self._calls_allowed(sample, turn)
+                request = conv.request(calls)
                 rid = f"{state.problem_id}:{sample.index}:{turn}:{time.monotonic_ns()}"
-                params = self._params(state.problem_id, sample.index, turn, left, sample.kind)
-                reason, new_text, used = await self._stream(state, rid, prompt + sample.text, params, sample)
-                sample.text += new_text
+                params = self._params(state.problem_id, sample.index, turn, left, request)
+                reason, text, ids, used, cut = await self._stream(state, rid, request, params, conv, confidence)
                 sample.tokens += used
-                if reason != "code":
-                    sample.finish_reason = reason
+                end = conv.end_turn(text, ids, used, reason, cut, calls)
+                sample.text = conv.transcript
+                if end.kind != "call":
+                    sample.finish_reason, sample.error = end.reason, end.error
                     break
-                appended_tokens += await self._off_loop(engine.count_tokens, await self._execute(state, sample))
+                await self._execute(state, sample, conv, end.code)
                 turn += 1
         except asyncio.CancelledError:
             sample.finish_reason, sample.finished = "cancelled", engine.clock.now()
+            _summarise(sample, confidence, self.config.entropy_tail)
             raise
         except Exception as exc:
             sample.finish_reason = "error"
             sample.error = f"{type(exc).__name__}: {exc}"
         sample.finished = engine.clock.now()
-        await self._read_answer(sample)
+        _summarise(sample, confidence, self.config.entropy_tail)
+        await self._read_answer(sample, conv)
         return sample
 
-    async def _stream(self, state: _Problem, rid: str, prompt: str, params: GenParams,
-                      sample: SampleResult) -> tuple[str, str, int]:
-        """Run one request; returns (why it ended, its text, tokens used)."""
+    async def _stream(self, state: _Problem, rid: str, request: Request, params: GenParams, conv: Conversation,
+                      confidence: Confidence) -> tuple[str, str, list[int], int, int | None]:
+        """Run one request; returns (why it ended, its text, its token ids, tokens used, where a tool call
+        was cut in the text)."""
         cfg = self.config
-        tir = sample.kind == "tir" and len(sample.code) < cfg.max_code_calls
-        marker = self.tir.code_end
         text, tokens, finish = "", 0, "stop"
+        ids: list[int] = []
         checked = 0
         state.live.add(rid)
-        stream = self.engine.generate(prompt, params, rid)
+        stream = self.engine.generate(request.prompt, params, rid)
         cut: int | None = None
         reason: str | None = None
         try:
             async for chunk in stream:
                 text, tokens = chunk.text, chunk.tokens
+                ids += chunk.delta_ids
+                if chunk.delta_logprobs:
+                    confidence.add(chunk.delta_logprobs)
                 if chunk.finished:
                     finish = chunk.finish_reason or "stop"
                     break
-                if tir and marker in text[-(len(chunk.delta) + len(marker)):]:
-                    cut = self.tir.call_end(text)
-                    if cut is not None:
-                        reason = "code"
-                        break
+                cut = conv.watch(text, chunk.delta)
+                if cut is not None:
+                    reason = "code"
+                    break
                 if cfg.stop_at_first_boxed and "boxed" in chunk.delta and has_complete_box(text):
                     reason = "stop"
                     break
@@ -401,34 +414,27 @@ class Solver:
                     await asyncio.wait_for(self.engine.abort([rid]), timeout=cfg.abort_grace)
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
-        if reason == "code" and cut is not None:
-            return "code", text[:cut], tokens
-        if reason is not None:
-            return reason, text, tokens
-        if tir and finish == "stop" and self.tir.ends_with_call(text):
-            return "code", text, tokens
-        return finish, text, tokens
+        if reason == "code":
+            return "stop", text, ids, tokens, cut
+        return reason or finish, text, ids, tokens, None
 
-    async def _execute(self, state: _Problem, sample: SampleResult) -> str:
-        """Run the sample's last code block in its sandbox session; append and return the output block."""
+    async def _execute(self, state: _Problem, sample: SampleResult, conv: Conversation, code: str) -> None:
+        """Run a tool call's code in the sample's sandbox session and hand the result to the conversation."""
         assert self.sandbox is not None
-        code = self.tir.code(sample.text) or ""
         with self.engine.clock.hold():
             result = await self.sandbox.arun(code, session=_session(state.problem_id, sample.index),
                                              timeout=self.config.code_timeout)
-        block = self.tir.render(result)
-        if not sample.text.endswith("\n"):
-            block = "\n" + block
-        sample.text += block
-        sample.code.append({"code": code, "status": result.status.value, "output": block,
+        shown = await conv.add_output(result, self._off_loop)
+        sample.text = conv.transcript
+        sample.code.append({"code": code, "status": result.status.value, "output": shown,
                             "seconds": round(result.seconds, 4)})
         if result.status is Status.KILLED:
             sample.code[-1]["note"] = "sandbox process died"
-        return block
 
-    async def _read_answer(self, sample: SampleResult) -> None:
+    async def _read_answer(self, sample: SampleResult, conv: Conversation | None) -> None:
         """Extract and normalise the sample's answer in a thread (sympy may take seconds)."""
-        sample.raw_answer = await self._off_loop(extract_answer, sample.text)
+        text = conv.answer_text() if conv is not None else sample.text
+        sample.raw_answer = await self._off_loop(extract_answer, text)
         sample.answer = await self._off_loop(self.profile.to_answer, sample.raw_answer) \
             if sample.raw_answer is not None else None
 
@@ -469,6 +475,17 @@ class Solver:
             seconds=round(result.seconds, 4), samples=len(result.samples),
             samples_finished=result.samples_finished, code_calls=result.code_calls, error=result.error,
         )
+
+
+def _vote(s: SampleResult, *, order: int, weight: float = 1.0) -> Vote:
+    return Vote(s.answer, weight=weight, order=order, tokens=s.tokens, kind=s.vote_kind,
+                entropy=s.entropy_mean, entropy_tail=s.entropy_tail)
+
+
+def _summarise(sample: SampleResult, confidence: Confidence, tail: int) -> None:
+    stats = confidence.summary(tail)
+    sample.entropy_mean, sample.entropy_tail, sample.entropy_median = (
+        stats["entropy_mean"], stats["entropy_tail"], stats["entropy_median"])
 
 
 def _session(problem_id: str, index: int) -> str:

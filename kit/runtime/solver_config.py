@@ -9,7 +9,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
+from kit.runtime.confidence import TAIL_TOKENS
 from kit.runtime.prompts import DEFAULT_PROMPTS, PromptTemplate
+from kit.runtime.protocols import PROTOCOLS
+from kit.runtime.protocols.harmony import HarmonySettings
 from kit.runtime.protocols.tir import get_format
 from kit.runtime.sandbox.pool import SandboxConfig
 from kit.runtime.voting import StopRules
@@ -67,6 +70,19 @@ class SolverConfig:
     seed: int = 0
     abort_grace: float = 2.0
     """Seconds to wait for aborted samples to wind down before their tasks are cancelled."""
+    protocol: str = "text"
+    """How a sample talks to the model (``kit.runtime.protocols.PROTOCOLS``): ``text`` (chat template,
+    fenced code, output blocks: R1-style models) or ``harmony`` (gpt-oss: token-id conversations with a
+    python tool). With ``harmony`` every prompt's user message is used and ``kind: tir`` turns the tool on."""
+    harmony: HarmonySettings = field(default_factory=HarmonySettings)
+    """System/developer messages and reasoning effort of Harmony conversations."""
+    max_turns: int = 128
+    """Tool calls per sample at most (Harmony; the text protocol also stops at ``max_code_calls``)."""
+    logprobs: int = 5
+    """Top-k log-probabilities streamed per token for the confidence (``entropy_*``) of each sample; 0 off.
+    The AIMO3 winners used 5; on vLLM it costs a little sampler time per token (bench/harmony.py)."""
+    entropy_tail: int = TAIL_TOKENS
+    """Tokens of the tail window of ``entropy_tail``."""
 
     def __post_init__(self) -> None:
         if self.n_samples < 1:
@@ -88,6 +104,11 @@ class SolverConfig:
         get_format(self.tir_format)  # an unknown format fails here, not at the first code call
         if self.max_code_calls < 0:
             raise ValueError(f"max_code_calls must be >= 0, got {self.max_code_calls}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
+        if self.max_turns < 0 or self.logprobs < 0 or self.entropy_tail < 1:
+            raise ValueError("max_turns and logprobs must be >= 0 and entropy_tail >= 1, got "
+                             f"{self.max_turns}, {self.logprobs}, {self.entropy_tail}")
 
 
 TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)

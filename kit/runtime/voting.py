@@ -11,11 +11,17 @@ first 4, 4 of the last 5, 5 of up to 7, 6 of up to 9 finished samples agree).
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from kit.runtime.confidence import weight_of
+
 TieBreak = Literal["larger", "smaller", "earliest", "shortest"]
+ConfidenceKind = Literal["none", "mean", "tail"]
+"""Which entropy of a vote is its confidence: none, the mean over its tokens, the mean over its tail."""
+ScoreKind = Literal["weight", "composite"]
 VoteKind = Literal["cot", "code_ok", "code_error"]
 VOTE_KINDS: tuple[str, ...] = ("cot", "code_ok", "code_error")
 """What a vote's sample did, the one vocabulary of the solver, the selection strategies and
@@ -36,6 +42,8 @@ class Vote:
 
     ``order`` is the finishing position (0 = first finished); ``tokens`` the sample's length.
     ``weight`` is the base weight (e.g. lower for an answer read from a sample cut by the deadline).
+    ``entropy`` / ``entropy_tail``: the sample's mean token entropy over all / its last tokens
+    (:mod:`kit.runtime.confidence`; None when the engine gave no log-probabilities).
     """
 
     answer: int | None
@@ -43,6 +51,13 @@ class Vote:
     order: int = 0
     tokens: int = 0
     kind: VoteKind = "cot"
+    entropy: float | None = None
+    entropy_tail: float | None = None
+
+    def confidence_entropy(self, which: ConfidenceKind) -> float | None:
+        if which == "none":
+            return None
+        return self.entropy if which == "mean" else self.entropy_tail
 
     def __post_init__(self) -> None:
         if self.kind not in VOTE_KINDS:
@@ -57,22 +72,41 @@ class Weighting:
     ``round_multiple`` (guesses and degenerate answers are over-represented there).
     ``kind_weights``: per :data:`VOTE_KINDS` entry (e.g. ``{"code_ok": 1.5}``), multiplied into the base
     weight.
+    ``confidence``: the AIMO3 winners' confidence weighting — with ``score="weight"`` each vote is also
+    multiplied by ``1/max(H, 1e-9)`` of its mean (``mean``) or tail-window (``tail``) entropy.
+    ``score="composite"``: answers are ranked by the AIMO3 2nd place's score instead of their summed weight,
+    ``2.0·share + 0.3/median_H + 0.5·consensus`` (:func:`composite_scores`), with ``median_H`` over the
+    ``confidence`` entropy (tail by default).
     """
 
     small_answer_weight: float = 1.0
     small_answer_max: int = 20
     round_multiple: int = 100
     kind_weights: dict[str, float] = field(default_factory=dict)
+    confidence: ConfidenceKind = "none"
+    score: ScoreKind = "weight"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.kind_weights) - set(VOTE_KINDS))
         if unknown:
             raise ValueError(f"kind_weights: unknown vote kind(s) {unknown}; use {list(VOTE_KINDS)}")
+        if self.confidence not in ("none", "mean", "tail"):
+            raise ValueError(f"confidence must be none, mean or tail, got {self.confidence!r}")
+        if self.score not in ("weight", "composite"):
+            raise ValueError(f"score must be weight or composite, got {self.score!r}")
+
+    def base(self) -> Weighting:
+        """These weights without confidence: what a vote can add at most is then known (``certain``)."""
+        return Weighting(self.small_answer_weight, self.small_answer_max, self.round_multiple, self.kind_weights)
 
     def weight(self, vote: Vote) -> float:
+        """The vote's weight in the tally (the composite score's vote share counts these too, without the
+        confidence factor: there the entropy enters through ``median_H``)."""
         if vote.answer is None:
             return 0.0
         w = vote.weight * self.kind_weights.get(vote.kind, 1.0)
+        if self.confidence != "none" and self.score == "weight":
+            w *= weight_of(vote.confidence_entropy(self.confidence))
         a = vote.answer
         if self.small_answer_weight != 1.0 and (
             a <= self.small_answer_max or (self.round_multiple and a % self.round_multiple == 0)
@@ -93,6 +127,34 @@ def tally(votes: Sequence[Vote], weighting: Weighting = PLAIN) -> dict[int, floa
             continue
         totals[v.answer] = totals.get(v.answer, 0.0) + weighting.weight(v)
     return totals
+
+
+COMPOSITE = (2.0, 0.3, 0.5)
+"""Coefficients of the AIMO3 2nd place's score: vote share, inverse median entropy, consensus."""
+
+
+def composite_scores(votes: Sequence[Vote], weighting: Weighting) -> dict[int, float]:
+    """``2.0·share + 0.3/max(median_H, 1e-9) + 0.5·consensus`` per answer (docs/design.md "AIMO3").
+
+    ``share``: the answer's weight over all answered votes' weight; ``median_H``: the median of its votes'
+    ``weighting.confidence`` entropy (``tail`` when ``none``) — the term is 0 when none of its votes has
+    one (an engine without log-probabilities: the score is then a vote share again); ``consensus``: 1 when
+    the answer holds a strict majority of the weight (share > 1/2), else 0 — the write-up names the term
+    without defining it, this is our reading.
+    """
+    which: ConfidenceKind = weighting.confidence if weighting.confidence != "none" else "tail"
+    totals = tally(votes, weighting.base())
+    total = sum(totals.values())
+    if total <= 0:
+        return {}
+    a_share, a_entropy, a_consensus = COMPOSITE
+    scores = {}
+    for answer, w in totals.items():
+        hs = [h for v in votes if v.answer == answer and (h := v.confidence_entropy(which)) is not None]
+        share = w / total
+        certainty = a_entropy / max(statistics.median(hs), 1e-9) if hs else 0.0
+        scores[answer] = a_share * share + certainty + a_consensus * (share > 0.5)
+    return scores
 
 
 def _tie_key(tie_break: TieBreak, votes: Sequence[Vote]) -> Callable[[int], float]:
@@ -118,8 +180,8 @@ def _tie_key(tie_break: TieBreak, votes: Sequence[Vote]) -> Callable[[int], floa
 def ranking(
     votes: Sequence[Vote], weighting: Weighting = PLAIN, tie_break: TieBreak = "larger"
 ) -> list[tuple[int, float]]:
-    """Answers with their weights, best first; ties broken deterministically by ``tie_break``."""
-    totals = tally(votes, weighting)
+    """Answers with their weights (or composite scores), best first; ties broken by ``tie_break``."""
+    totals = composite_scores(votes, weighting) if weighting.score == "composite" else tally(votes, weighting)
     key = _tie_key(tie_break, votes)
     # Round the weights so that float noise (0.6 + 0.6 vs 1.2) never decides a tie.
     return sorted(totals.items(), key=lambda item: (round(item[1], 9), key(item[0])), reverse=True)
@@ -233,7 +295,9 @@ def decided(votes: Sequence[Vote], running: int, rules: StopRules = StopRules())
     if len(votes) < rules.min_finished or leader is None:
         return Decision(False, leader, "")
     if rules.certain:
-        ranked = ranking(votes, rules.weighting, rules.tie_break)
+        # Entropy weights are unbounded and composite scores are not sums: "cannot be caught" is judged on
+        # the weights without confidence, whose per-vote maximum is max_weight.
+        ranked = ranking(votes, rules.weighting.base(), rules.tie_break)
         runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
         if ranked[0][1] - runner_up > running * rules.max_weight + 1e-9:
             return Decision(True, leader, "certain")

@@ -62,7 +62,7 @@ from typing import Literal
 
 from kit.offline.runs import load_records_run
 from kit.offline.traces import RecordedSample, load_pool
-from kit.runtime.engines.base import Chunk, Clock, EngineInfo, GenParams, RealClock
+from kit.runtime.engines.base import Chunk, Clock, EngineInfo, GenParams, Prompt, RealClock
 from kit.runtime.run_config import SubmissionConfig
 from kit.runtime.throughput import SpeedModel
 from kit.runtime.tokens import ApproxTokenizer
@@ -251,7 +251,10 @@ class ReplayEngine:
     def active_requests(self) -> list[str]:
         return list(self._active)
 
-    async def generate(self, prompt: str, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
+    async def generate(self, prompt: Prompt, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
+        if not isinstance(prompt, str):
+            raise TypeError("replay plays text recordings: a token-id prompt needs a token engine "
+                            "(kit.sim.scripted.ScriptedEngine, or vLLM)")
         req = self._start(prompt, params, request_id)
         try:
             while True:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from kit.runtime.throughput import SpeedModel
+
+Prompt = str | Sequence[int]
+"""A prompt as text (chat-template protocols) or as token ids (Harmony renders its own)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,10 @@ class GenParams:
     include_stop_str_in_output: bool = True
     """Keep the matched stop string in ``Chunk.text`` (the solver needs the closing code fence)."""
     repetition_penalty: float = 1.0
+    stop_token_ids: tuple[int, ...] = ()
+    """Token ids that end the request (Harmony: ``<|return|>``, ``<|call|>``); kept in ``Chunk.delta_ids``."""
+    logprobs: int = 0
+    """Top-k log-probabilities to stream per generated token (0: none); the confidence of a sample."""
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -41,6 +48,8 @@ class GenParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.logprobs < 0:
+            raise ValueError(f"logprobs must be >= 0, got {self.logprobs}")
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,10 @@ class Chunk:
     """``"stop"`` (EOS or stop string), ``"length"`` (max_tokens), ``"abort"``; None while running."""
     stop_reason: str | int | None = None
     """The stop string (or token id) that ended the request, when ``finish_reason == "stop"``."""
+    delta_ids: tuple[int, ...] = ()
+    """Token ids new since the previous chunk (engines that generate token ids; replay has none)."""
+    delta_logprobs: tuple[tuple[float, ...], ...] = ()
+    """Per new token, the top-k log-probabilities (highest first) when ``GenParams.logprobs`` asked for them."""
 
 
 class Clock(Protocol):
@@ -100,9 +113,10 @@ class Engine(Protocol):
     speed: SpeedModel
     """Throughput prior for this engine on this machine (the time bank corrects it from measurements)."""
 
-    def generate(self, prompt: str, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
-        """Stream one request. The last chunk has ``finished=True``; an aborted request ends with
-        ``finish_reason="abort"``. Request ids must be unique among live requests."""
+    def generate(self, prompt: Prompt, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
+        """Stream one request (text, or token ids for token protocols). The last chunk has
+        ``finished=True``; an aborted request ends with ``finish_reason="abort"``. Request ids must be
+        unique among live requests."""
         ...
 
     async def abort(self, request_ids: Iterable[str]) -> None:

@@ -51,7 +51,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kit.runtime.engines.base import Chunk, EngineInfo, GenParams, RealClock
+from kit.runtime.engines.base import Chunk, EngineInfo, GenParams, Prompt, RealClock
 from kit.runtime.engines.memory import MemoryPlan, plan, read_model_config
 from kit.runtime.engines.presets import EnginePreset, get_preset
 from kit.runtime.throughput import get_speed
@@ -112,8 +112,24 @@ def to_sampling_params(params: GenParams) -> Any:
         stop=list(params.stop) or None,
         include_stop_str_in_output=params.include_stop_str_in_output,
         repetition_penalty=params.repetition_penalty,
+        stop_token_ids=list(params.stop_token_ids) or None,
+        logprobs=params.logprobs or None,
         output_kind=RequestOutputKind.DELTA,
     )
+
+
+def top_logprobs(positions: Any, k: int) -> tuple[tuple[float, ...], ...]:
+    """The top-``k`` log-probabilities (highest first) of each new position of a vLLM completion output:
+    vLLM returns the top-k plus the sampled token when it is not among them (rank > k), which is left
+    out, so every position holds the same k alternatives the entropy is computed over."""
+    if not positions or k <= 0:
+        return ()
+    if hasattr(positions, "start_indices"):  # FlatLogprobs: primitive lists, no per-position dicts
+        lps, ranks = positions.logprobs, positions.ranks
+        return tuple(tuple(sorted((lps[i] for i in range(a, b) if ranks[i] is None or ranks[i] <= k), reverse=True)[:k])
+                     for a, b in zip(positions.start_indices, positions.end_indices, strict=True))
+    return tuple(tuple(sorted((lp.logprob for lp in pos.values() if lp.rank is None or lp.rank <= k), reverse=True)[:k])
+                 for pos in positions if pos is not None)
 
 
 class _Watchdog:
@@ -342,7 +358,7 @@ class VLLMEngine:
 
     # --- Engine interface ------------------------------------------------------------------------
 
-    def generate(self, prompt: str, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
+    def generate(self, prompt: Prompt, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
         """Stream one request (see the module docstring for how counts and reasons relate to vLLM's).
 
         The request id is registered here, synchronously, so that an ``abort`` issued before the stream
@@ -353,9 +369,11 @@ class VLLMEngine:
             raise RuntimeError(f"{self.name}: engine is closed")
         self._abort_requested.discard(request_id)  # a stale flag from an earlier request with this id
         self._live.add(request_id)
-        return self._stream(prompt, to_sampling_params(params), request_id)
+        return self._stream(prompt if isinstance(prompt, str) else list(prompt), to_sampling_params(params),
+                            request_id, params.logprobs)
 
-    async def _stream(self, prompt: str, sampling: Any, request_id: str) -> AsyncIterator[Chunk]:
+    async def _stream(self, prompt: str | list[int], sampling: Any, request_id: str,
+                      k: int) -> AsyncIterator[Chunk]:
         from vllm.renderers.inputs.preprocess import parse_model_prompt
 
         try:
@@ -384,6 +402,8 @@ class VLLMEngine:
                         finished=out.finished,
                         finish_reason=reason,
                         stop_reason=comp.stop_reason if reason == "stop" and comp is not None else None,
+                        delta_ids=tuple(comp.token_ids) if comp is not None else (),
+                        delta_logprobs=top_logprobs(comp.logprobs, k) if comp is not None else (),
                     )
         finally:
             self._live.discard(request_id)

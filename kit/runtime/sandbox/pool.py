@@ -52,6 +52,17 @@ DEFAULT_WARMUP = (
 ~30 ms, ``simplify`` ~140 ms), a cost every fresh session would otherwise pay again."""
 
 
+HARMONY_PRELUDE = (
+    "import math, itertools, collections, fractions\n"
+    "import numpy, numpy as np\n"
+    "import sympy, sympy as sp\n"
+    "import mpmath\n"
+    "mpmath.mp.dps = 64\n"
+)
+"""What the AIMO3 notebooks' python tool had imported in every kernel (docs/design.md "AIMO3"): gpt-oss
+writes ``sp.``, ``np.`` and ``math.`` without importing them, and mpmath at 64 digits."""
+
+
 class SandboxError(RuntimeError):
     """The sandbox could not start (zygote failed, or the self-test found limits not enforced)."""
 
@@ -80,6 +91,9 @@ class SandboxConfig:
     self_test: bool = True
     preload: tuple[str, ...] = DEFAULT_PRELOAD
     warmup: str = DEFAULT_WARMUP
+    prelude: str = ""
+    """Code run in every new session before its first cell, silently (its names are the session's:
+    e.g. :data:`HARMONY_PRELUDE`); a failing prelude is reported in the first cell's stderr."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -373,7 +387,7 @@ class Sandbox:
 
     def _spawn(self) -> _Proc:
         cfg = self.config
-        req = {"dir": "", "landlock": cfg.landlock, "recursion_limit": cfg.recursion_limit,
+        req = {"dir": "", "landlock": cfg.landlock, "recursion_limit": cfg.recursion_limit, "prelude": cfg.prelude,
                "limits": asdict(Limits(memory_mb=cfg.memory_mb, file_mb=cfg.file_mb,
                                        max_processes=cfg.max_processes))}
         for attempt in range(3):

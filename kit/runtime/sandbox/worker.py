@@ -134,6 +134,7 @@ def session_main(fd: int, req: dict) -> None:
     abi = apply_landlock(root) if req.get("landlock", True) else 0
     install_audit_policy(root)
     ns: dict = {"__name__": "__main__", "__builtins__": builtins}
+    prelude_error = _run_prelude(req.get("prelude") or "", ns)
     conn.send({"ready": True, "landlock": abi, "pid": os.getpid()})
     counter = 0
     while True:
@@ -142,7 +143,22 @@ def session_main(fd: int, req: dict) -> None:
         except (EOFError, OSError):
             os._exit(0)
         counter += 1
-        conn.send(execute(call, ns, root, counter))
+        reply = execute(call, ns, root, counter)
+        if prelude_error:
+            reply["stderr"] = (prelude_error + "\n" + reply["stderr"]).strip("\n")
+            prelude_error = ""
+        conn.send(reply)
+
+
+def _run_prelude(code: str, ns: dict) -> str:
+    """Run the session prelude in its namespace; what failed, or ""."""
+    if not code.strip():
+        return ""
+    try:
+        exec(compile(code, "<prelude>", "exec"), ns)
+    except BaseException as exc:
+        return f"[sandbox prelude failed: {type(exc).__name__}: {exc}]"[:300]
+    return ""
 
 
 def zygote_main(ctrl_fd: int) -> None:

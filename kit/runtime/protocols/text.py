@@ -1,0 +1,96 @@
+"""The text protocol: a chat-template prompt, the model's text continued turn by turn, tool-integrated
+reasoning in fenced code blocks (R1-style models, the AIMO2 stack).
+
+A sample's prompt is the engine's chat template over the prompt template's messages; each request is that
+prompt plus everything generated and appended so far. A TIR sample's code block is found in the stream by
+its :class:`~kit.runtime.protocols.tir.TIRFormat`, cut there, run, and the output block appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kit.runtime.prompts import PromptTemplate
+from kit.runtime.protocols.base import OffLoop, Request, TurnEnd
+from kit.runtime.protocols.tir import TIRFormat, get_format
+from kit.runtime.sandbox.result import RunResult
+
+
+class TextConversation:
+    """One sample: the prompt text and the text generated and appended since."""
+
+    def __init__(self, prompt: str, prompt_tokens: int, *, tir: TIRFormat | None, stop: tuple[str, ...],
+                 count: Callable[[str], int]) -> None:
+        self.prompt = prompt
+        self.prompt_tokens = prompt_tokens
+        self.context_tokens = prompt_tokens
+        self.tir = tir
+        self.stop = stop
+        self._count = count
+        self._text = ""
+
+    def request(self, calls_allowed: bool) -> Request:
+        stops = self.stop + (self.tir.stop if self.tir is not None and calls_allowed else ())
+        return Request(self.prompt + self._text, stops)
+
+    def watch(self, text: str, delta: str) -> int | None:
+        tir = self.tir
+        if tir is None or tir.code_end not in text[-(len(delta) + len(tir.code_end)):]:
+            return None
+        return tir.call_end(text)
+
+    def end_turn(self, text: str, ids: Sequence[int], tokens: int, finish_reason: str, cut: int | None,
+                 calls_allowed: bool) -> TurnEnd:
+        if cut is not None:
+            text = text[:cut]
+        self._text += text
+        self.context_tokens += tokens
+        if self.tir is not None and calls_allowed and (cut is not None or (
+                finish_reason == "stop" and self.tir.ends_with_call(text))):
+            return TurnEnd("call", code=self.tir.code(self._text) or "")
+        return TurnEnd("done", reason=finish_reason)
+
+    async def add_output(self, result: RunResult, off_loop: OffLoop) -> str:
+        assert self.tir is not None
+        block = self.tir.render(result)
+        if not self._text.endswith("\n"):
+            block = "\n" + block
+        self._text += block
+        self.context_tokens += await off_loop(self._count, block)
+        return block
+
+    @property
+    def transcript(self) -> str:
+        return self._text
+
+    def answer_text(self) -> str:
+        return self._text
+
+
+@dataclass
+class TextProtocol:
+    """Chat template + fenced code (``tir`` a :class:`TIRFormat`); ``stop`` e.g. ``("</think>",)``."""
+
+    tir: TIRFormat
+    stop: tuple[str, ...] = ()
+    name: str = "text"
+    _counted: dict[str, int] = field(default_factory=dict, repr=False)
+    """Token counts of the latest prompts (all samples of a template share one prompt)."""
+
+    @classmethod
+    def from_config(cls, config: Any) -> TextProtocol:
+        """``config.tir_format``'s code blocks; samples stop at ``</think>`` when ``stop_after_reasoning``."""
+        return cls(get_format(config.tir_format), ("</think>",) if config.stop_after_reasoning else ())
+
+    async def open(self, template: PromptTemplate, problem: str, answer_rule: str, engine: Any,
+                   off_loop: OffLoop) -> TextConversation:
+        prompt = engine.chat_prompt(template.messages(problem, answer_rule))
+        if prompt not in self._counted:
+            if len(self._counted) > 16:
+                self._counted.clear()
+            self._counted[prompt] = await off_loop(engine.count_tokens, prompt)
+        return TextConversation(prompt, self._counted[prompt],
+                                tir=self.tir if template.kind == "tir" else None, stop=self.stop,
+                                count=engine.count_tokens)
