@@ -101,6 +101,25 @@ def test_bank_clamps_any_policy() -> None:
         make_policy("yolo")
 
 
+def test_aimo3_baseline_is_the_public_clamp() -> None:
+    aimo3 = get_profile("aimo3")
+    policy = make_policy("aimo3_baseline")
+    bank = TimeBank(policy, aimo3, start=0.0, total_seconds=18_000, safety_seconds=0.0, n_problems=50)
+    cases = [(0, 0.0, 900.0),          # 18000 − 49·300 = 3300 → capped at 900
+             (40, 18_000 - 3300, 600.0),  # 10 left with 3300 s: 3300 − 9·300 = 600
+             (45, 18_000 - 1600, 400.0),  # 5 left with 1600 s: 1600 − 4·300 = 400
+             (47, 18_000 - 700, 300.0)]   # 3 left with 700 s: below the base → 300 (the bank still clamps)
+    for done, now, seconds in cases:
+        bank.state.done = done
+        b = policy.budget(bank.state, now, None)
+        assert b.deadline - now == pytest.approx(seconds), (done, now)
+        assert b.n_samples == 8 and b.rules.agreements[0].describe() == "4 votes"
+        assert b.rules.weighting.confidence == "mean"
+    assert bank.next_budget(18_000 - 100).deadline == pytest.approx(18_000)  # never past the total
+    with pytest.raises(ValueError, match="base <= high"):
+        make_policy("aimo3_baseline", base=600.0, high=300.0)
+
+
 def test_carry_over() -> None:
     ours = make_policy("ours")
     bank = TimeBank(ours, AIMO2, start=0.0, n_problems=50, max_samples=32)

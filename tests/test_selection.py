@@ -269,6 +269,33 @@ def test_bad_records_give_clear_errors(tmp_path: Path) -> None:
         problems_from_records(no_tokens)
 
 
+def test_entropy_strategies_read_the_recorded_entropies(tmp_path: Path) -> None:
+    from kit.offline.runs import load_records_run
+    from kit.offline.selection import strategies_table
+
+    path = tmp_path / "records.jsonl"
+    # problem a (gold 9): two confident-looking wrong 7s lose to one very certain 9 under 1/H
+    # problem b (gold 4): 4 wins every vote
+    rows = {"a": [(7, 0.9, 0.9), (7, 0.8, 0.9), (9, 0.1, 0.05)], "b": [(4, 0.5, 0.5), (4, 0.6, 0.4), (5, 0.7, 0.9)]}
+    with RunRecorder(path) as rec:
+        for pid, samples in rows.items():
+            for i, (answer, mean, tail) in enumerate(samples):
+                rec.write("sample", problem_id=pid, index=i, text=f"\\boxed{{{answer}}}", tokens=10 + i,
+                          answer=answer, finish_reason="stop", started=0.0, finished=1.0 + i,
+                          entropy_mean=mean, entropy_tail=tail)
+            rec.write("problem", problem_id=pid, problem=f"problem {pid}", answer=0, gold={"a": 9, "b": 4}[pid])
+    run = load_records_run(path)
+    table = {r["strategy"]: r["correct"] for r in strategies_table(run, n_boot=50).iter_rows(named=True)}
+    assert table["majority"] == 1 and table["entropy"] == 2 and table["entropy_tail"] == 2
+    # composite on a: 7 → 2·2/3 + 0.3/0.9 + 0.5 = 2.17; 9 → 2/3 + 0.3/0.05 = 6.67
+    assert table["composite"] == 2
+    bad = tmp_path / "bad.jsonl"
+    with RunRecorder(bad) as rec:
+        rec.write("sample", problem_id="x", index=0, text="", tokens=1, finish_reason="stop", entropy_mean=-1.0)
+    with pytest.raises(RecordFormatError, match=r"bad.jsonl:1: field 'entropy_mean' must be a non-negative"):
+        load_records_run(bad)
+
+
 # --- multi-agent sampling ----------------------------------------------------------------------------
 
 

@@ -166,3 +166,65 @@ def test_hopeless_rule_gives_up_only_when_no_two_agree() -> None:
     d = decided(votes(None, 2, None, 5), 8, rules)
     assert d.stop
     assert not decided(votes(1, 2, 3, 4), 8, StopRules(agreements=(), certain=False)).stop
+
+
+# --- confidence: the AIMO3 votes, on hand-computed cases -------------------------------------------------
+
+
+def hv(answer: int | None, entropy: float | None = None, tail: float | None = None, order: int = 0) -> Vote:
+    return Vote(answer, order=order, entropy=entropy, entropy_tail=tail)
+
+
+def test_entropy_weighted_vote_is_one_over_the_mean_entropy() -> None:
+    vs = [hv(7, 0.5, order=0), hv(7, 1.0, order=1), hv(9, 0.1, order=2)]
+    w = Weighting(confidence="mean")
+    assert tally(vs, w) == pytest.approx({7: 1 / 0.5 + 1 / 1.0, 9: 1 / 0.1})  # 3 vs 10
+    assert majority(vs, w) == 9 and majority(vs) == 7
+    assert tally([hv(4, 0.0)], w) == pytest.approx({4: 1e9})  # the 1e-9 floor: certain, not infinite
+    assert tally([hv(4, None)], w) == {4: 1.0}  # no log-probabilities: a plain vote
+
+
+def test_tail_window_vote_uses_the_tail_entropy() -> None:
+    vs = [hv(7, entropy=0.1, tail=2.0), hv(9, entropy=1.0, tail=0.25)]
+    assert majority(vs, Weighting(confidence="mean")) == 7
+    assert majority(vs, Weighting(confidence="tail")) == 9
+    assert tally(vs, Weighting(confidence="tail")) == pytest.approx({7: 0.5, 9: 4.0})
+
+
+def test_composite_score_of_the_aimo3_second_place() -> None:
+    from kit.runtime.voting import composite_scores
+
+    vs = [hv(7, tail=0.5), hv(7, tail=0.5), hv(7, tail=0.8), hv(9, tail=0.1), hv(11, tail=1.0)]
+    w = Weighting(confidence="tail", score="composite")
+    scores = composite_scores(vs, w)
+    # 7: share 3/5, median H 0.5, strict majority → 2·0.6 + 0.3/0.5 + 0.5 = 2.3
+    # 9: share 1/5, H 0.1 → 0.4 + 3.0 = 3.4;  11: 0.4 + 0.3 = 0.7
+    assert scores == pytest.approx({7: 2.3, 9: 3.4, 11: 0.7})
+    assert majority(vs, w) == 9
+    # without entropies the score is 2·share + 0.5·consensus: the plain majority
+    plain = [hv(3), hv(3), hv(5)]
+    assert composite_scores(plain, w) == pytest.approx({3: 2 * 2 / 3 + 0.5, 5: 2 / 3})
+    # a tie in share and no majority: consensus 0 for both, the lower median entropy wins
+    assert majority([hv(1, tail=0.6), hv(2, tail=0.3)], w) == 2
+    with pytest.raises(ValueError, match="confidence"):
+        Weighting(confidence="max")  # type: ignore[arg-type]
+
+
+def test_leader_cannot_be_caught_is_judged_on_counts_under_entropy_weights() -> None:
+    rules = StopRules(agreements=(), weighting=Weighting(confidence="mean"))
+    # by weight 7 leads 20 to 1.1 (far more than one running vote of weight 1), but by count 9 leads 2 to 1
+    vs = [hv(7, 0.05, order=0), hv(9, 1.0, order=1), hv(9, 10.0, order=2)]
+    d = decided(vs, running=1, rules=rules)
+    assert not d.stop and d.answer == 7
+    more = [hv(7, 1.0, order=k) for k in (3, 4)]
+    assert not decided([*vs, *more], running=1, rules=rules).stop  # 3 to 2: one vote could tie it
+    d = decided([*vs, *more, hv(7, 1.0, order=5)], running=1, rules=rules)
+    assert d.stop and d.reason == "certain" and d.answer == 7
+
+
+def test_stop_at_k_votes() -> None:
+    rules = StopRules(agreements=(Agreement(4, 4, "any"),), certain=False)
+    vs = [Vote(a, order=i) for i, a in enumerate((5, 6, 5, 5, 6))]
+    assert not decided(vs, running=3, rules=rules).stop
+    d = decided([*vs, Vote(5, order=5)], running=2, rules=rules)
+    assert d.stop and d.answer == 5 and d.reason == "agreement: 4 votes"

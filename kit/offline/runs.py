@@ -112,6 +112,9 @@ class EvalSample:
     code_errors: int = 0
     recorded_correct: bool | None = None
     """The recording harness's own verdict (trace pools that keep one: symbolic answers graded properly)."""
+    entropy_mean: float | None = None
+    """Mean token entropy over the sample (records of engines that streamed log-probabilities)."""
+    entropy_tail: float | None = None
 
     @property
     def done(self) -> bool:
@@ -248,7 +251,16 @@ def _sample_of(e: dict, where: Callable[[], str], tokenizer: TokenSplitter | Non
         finished_at=None if finished is None else float(finished),
         code_calls=len(code),
         code_errors=sum(s not in OK_STATUSES for s in statuses),
+        entropy_mean=_entropy(e, "entropy_mean", where),
+        entropy_tail=_entropy(e, "entropy_tail", where),
     ), recounted
+
+
+def _entropy(e: dict, name: str, where: Callable[[], str]) -> float | None:
+    value = _check(e, name, (int, float), where, optional=True)
+    if value is not None and not value >= 0:  # NaN or negative: a broken recording, not a confidence
+        raise RecordFormatError(f"{where()}: field {name!r} must be a non-negative number, got {value!r}")
+    return None if value is None else float(value)
 
 
 def load_records_run(path: str | Path, *, tokenizer: TokenSplitter | None = None, name: str | None = None,

@@ -13,6 +13,11 @@ Strategies (``STRATEGIES``; factories for other parameters):
 * ``first_finish`` — First-Finish Search (Agarwal et al. 2025, "First Finish Search: Efficient Test-Time
   Scaling in Large Language Models", arXiv:2505.18149): the answer of the first sample to finish;
   ``first_finish_q3`` / ``_q5`` vote among the first samples to finish until 3 / 5 of them have answers.
+* ``entropy`` / ``entropy_tail`` — the AIMO3 winners' confidence vote: each sample weighs
+  ``1/max(H, 1e-9)`` with H its mean token entropy over all / its last tokens (docs/design.md "AIMO3").
+* ``composite`` — the AIMO3 2nd place: answers ranked by ``2.0·share + 0.3/median_H + 0.5·consensus``
+  (:func:`kit.runtime.voting.composite_scores`). Without recorded entropies (trace pools, engines without
+  log-probabilities) all three are the plain majority.
 * ``scored`` (:func:`scored_strategy`) — reranking by a scorer model's ``Candidate.score``; the trained
   outcome reward model of :mod:`kit.learn.scorer` fills the scores (:func:`kit.learn.scorer.scorer_strategy`).
 
@@ -57,6 +62,10 @@ class Candidate:
     text: str = ""
     score: float | None = None
     """Scorer model's score, filled by a scorer."""
+    entropy: float | None = None
+    """Mean token entropy of the sample (records with log-probabilities; None otherwise)."""
+    entropy_tail: float | None = None
+    """Mean token entropy of its last tokens."""
 
 
 Strategy = Callable[[str, Sequence[Candidate]], "int | None"]
@@ -90,7 +99,8 @@ def to_votes(candidates: Sequence[Candidate], weights: Sequence[float] | None = 
     if len(ws) != len(candidates):
         raise ValueError(f"{len(ws)} weights for {len(candidates)} candidates")
     pairs = sorted(zip(candidates, ws, strict=True), key=lambda cw: cw[0].finish_rank)
-    return [Vote(c.answer, weight=w, order=c.finish_rank, tokens=c.tokens, kind=_kind(c)) for c, w in pairs]
+    return [Vote(c.answer, weight=w, order=c.finish_rank, tokens=c.tokens, kind=_kind(c), entropy=c.entropy,
+                 entropy_tail=c.entropy_tail) for c, w in pairs]
 
 
 def majority_strategy(tie_break: TieBreak = "larger", weighting: Weighting = PLAIN) -> Strategy:
@@ -234,6 +244,9 @@ STRATEGIES: dict[str, Strategy] = {
     "first_finish": first_finish,
     "first_finish_q3": first_finish_strategy(3),
     "first_finish_q5": first_finish_strategy(5),
+    "entropy": majority_strategy(weighting=Weighting(confidence="mean")),
+    "entropy_tail": majority_strategy(weighting=Weighting(confidence="tail")),
+    "composite": majority_strategy(weighting=Weighting(confidence="tail", score="composite")),
 }
 """The strategies that need no model; the scorer strategy is built by :func:`kit.learn.scorer.scorer_strategy`."""
 
@@ -305,7 +318,7 @@ def selection_problems(run: Run, *, scored_only: bool = False) -> list[ProblemCa
     for p in run.scored if scored_only else run.problems:
         rank = {s.index: r for r, s in enumerate(p.finish_order())}  # indices are unique per problem
         cands = [Candidate(answer=s.answer, tokens=s.tokens, finish_rank=rank[s.index], code_ok=s.code_ok,
-                           text=s.text)
+                           text=s.text, entropy=s.entropy_mean, entropy_tail=s.entropy_tail)
                  for s in sorted(p.done, key=lambda s: s.index)]
         out.append((p.problem_id, p.problem, p.gold, cands))
     return out

@@ -8,7 +8,8 @@ can be exceeded (minus safety margins), and past the cutoff it tells the caller 
 
 Policies here: ``ours`` (bank share with carry-over, a cap that grows with the bank, more samples when
 time is plentiful, give-up on hopeless splits), the public baseline's ``linspace`` deadlines with its
-"speedrun" downshift, the AIMO2 2nd place's speed levels, a fixed ``equal`` split, and the ``oracle``
+"speedrun" downshift, the AIMO2 2nd place's speed levels, the AIMO3 public notebooks' clamp
+(``aimo3_baseline``), a fixed ``equal`` split, and the ``oracle``
 (simulation only: knows each problem's true accuracy) as the upper bound.
 """
 
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.throughput import LengthModel, SpeedModel, Throughput
-from kit.runtime.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, Agreement, StopRules
+from kit.runtime.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, Agreement, StopRules, Weighting
 
 
 @dataclass(frozen=True)
@@ -287,8 +288,39 @@ class Ours:
         pass
 
 
+@dataclass
+class AIMO3Baseline:
+    """The AIMO3 public notebooks' schedule (docs/design.md "AIMO3"): each problem gets
+    ``clamp(time_left − (problems_left − 1)·base, base, high)`` seconds — whatever exceeds ``base`` for
+    every later problem, between ``base`` (300 s) and ``high`` (900 s) — with 8 attempts, a stop when one
+    answer has ``k`` (4) votes, and the entropy-weighted vote. The 5th place tuned exactly these four
+    numbers (stable region base 288–306 s, high 894–906 s, 8 attempts, k=4)."""
+
+    base: float = 300.0
+    high: float = 900.0
+    n_samples: int = 8
+    k: int = 4
+    max_tokens: int = 65_536
+    """Tokens per attempt at most (the context window bounds it first: 65,536 with the prompt)."""
+    name: str = "aimo3_baseline"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base <= self.high:
+            raise ValueError(f"aimo3_baseline needs 0 < base <= high, got base {self.base}, high {self.high}")
+
+    def budget(self, state: BankState, now: float, problem: Any) -> Budget:
+        seconds = min(max(state.left(now) - (state.problems_left - 1) * self.base, self.base), self.high)
+        rules = StopRules(agreements=(Agreement(self.k, self.k, "any"),), certain=False,
+                          weighting=Weighting(confidence="mean"))
+        return Budget(now + seconds, self.n_samples, self.max_tokens, rules)
+
+    def report(self, outcome: Outcome) -> None:
+        pass
+
+
 POLICIES: dict[str, Callable[[], Policy]] = {
     "ours": Ours,
+    "aimo3_baseline": AIMO3Baseline,
     "second_place": SecondPlace,
     "linspace": Linspace,
     "equal": EqualSplit,
