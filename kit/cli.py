@@ -29,9 +29,9 @@ from kit.runtime.difficulty_hook import DifficultyPredictor
 from kit.runtime.dryrun import DryRunOptions, run_dryrun
 from kit.runtime.engines.memory import PresetDoesNotFit
 from kit.runtime.engines.vllm_engine import EngineStartError
-from kit.runtime.problems import DEFAULT_PROBLEMS, Problem, load_problems
+from kit.runtime.problems import Problem, default_problems, load_problems
 from kit.runtime.profiles import DEFAULT_PROFILE, PROFILES
-from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.run_config import STACKS, SubmissionConfig
 from kit.runtime.sandbox import SandboxError
 from kit.runtime.schedule import Ours
 from kit.runtime.throughput import SPEED_PRESETS
@@ -74,7 +74,12 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="YAML: a build config (its 'submission:' section) or SubmissionConfig fields (e.g. 'solver:')")
     p.add_argument("--problems", default=None,
-                   help="problem CSV/jsonl or bundled set (aimo2_reference [default], aime24, aime25, aimo1_train)")
+                   help="problem CSV/jsonl or bundled set (default: the profile's reference set, aimo2_reference "
+                        "or aimo3_reference; also aime24, aime25, aimo1_train)")
+    p.add_argument("--stack", default=None, choices=sorted(STACKS),
+                   help="model family: r1 (default; R1-style, chat template + fenced code, the AIMO2 stack) or "
+                        "gpt-oss (Harmony conversations with a python tool, the AIMO3 stack); sets the tiny model, "
+                        "preset, solver and time policy a config leaves out")
     p.add_argument("--model", default=None, help="model folder for vLLM (default: built-in tiny model)")
     p.add_argument("--engine", default=None, choices=["vllm", "replay"], help="generation backend (default: vllm)")
     p.add_argument("--traces", default=None,
@@ -82,8 +87,9 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
                         "(default: skythought_aime24)")
     p.add_argument("--profile", default=None, choices=sorted(PROFILES),
                    help=f"competition profile (default: {DEFAULT_PROFILE})")
-    p.add_argument("--preset", default=None, help="vLLM engine preset: cpu, l4x4, h100 (default: cpu for the "
-                                                  "tiny model, l4x4 otherwise)")
+    p.add_argument("--preset", default=None,
+                   help="vLLM engine preset: cpu, l4x4, h100, cpu-gpt-oss, h100-gpt-oss (default: the stack's, "
+                        "cpu/cpu-gpt-oss for the tiny model, l4x4/h100-gpt-oss otherwise)")
     p.add_argument("--time-limit", type=_seconds, default=None,
                    help="time for the whole run, e.g. 600, 10m, 4.5h (default: the profile's limit)")
     p.add_argument("--samples", type=int, default=None, help="samples per problem (upper bound for the time bank)")
@@ -93,7 +99,9 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-shuffle", action="store_true", help="keep the file order")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
-    p.add_argument("--policy", default=None, help="time-bank policy: ours (default), second_place, linspace, equal")
+    p.add_argument("--policy", default=None,
+                   help="time-bank policy: ours, aimo3_baseline, second_place, linspace, equal (default: the stack's, "
+                        "ours for r1, aimo3_baseline for gpt-oss)")
     p.add_argument("--difficulty", type=Path, default=None,
                    help="difficulty predictor folder (python -m training.difficulty) scaling the 'ours' deadlines")
     p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
@@ -102,7 +110,8 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
 def dryrun_config(args: argparse.Namespace) -> SubmissionConfig:
     """The run configuration of a dry-run: ``--config`` (or the defaults) with the given options applied."""
     cfg = SubmissionConfig.from_yaml(args.config) if args.config is not None else SubmissionConfig()
-    cfg = cfg.with_overrides(profile=args.profile, model=args.model, preset=args.preset, engine=args.engine,
+    cfg = cfg.with_overrides(profile=args.profile, stack=args.stack, model=args.model, preset=args.preset,
+                             engine=args.engine,
                              traces=args.traces, policy=args.policy,
                              difficulty=None if args.difficulty is None else str(args.difficulty),
                              total_seconds=args.time_limit)
@@ -123,7 +132,8 @@ def _dryrun_problems(args: argparse.Namespace, cfg: SubmissionConfig) -> tuple[l
         for s in load_pool(cfg.traces):
             seen.setdefault(s.problem, Problem(id=s.problem_id, problem=s.problem, answer=s.gold))
         return list(seen.values()), f"trace pool {cfg.traces}"
-    return load_problems(args.problems), str(args.problems or DEFAULT_PROBLEMS)
+    source = args.problems or default_problems(cfg.profile)
+    return load_problems(source), str(source)
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:

@@ -127,6 +127,45 @@ def test_h100_holds_the_14b_bf16_model() -> None:
     assert p.fits and p.gpu == "H100" and within(p.weight_bytes, 29.5e9, 0.03)
 
 
+# openai/gpt-oss-120b's config.json (public values; the keys the planner reads).
+GPT_OSS_120B = {
+    "architectures": ["GptOssForCausalLM"], "model_type": "gpt_oss", "hidden_size": 2880, "num_hidden_layers": 36,
+    "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "intermediate_size": 2880,
+    "num_local_experts": 128, "num_experts_per_tok": 4, "vocab_size": 201088, "sliding_window": 128,
+    "layer_types": ["sliding_attention", "full_attention"] * 18, "tie_word_embeddings": False,
+    "quantization_config": {"quant_method": "mxfp4", "modules_to_not_convert": ["model.layers.*.self_attn"]},
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_gpt_oss_120b_on_one_h100_with_fp8_kv() -> None:
+    shape = ModelShape.from_config(GPT_OSS_120B)
+    assert (shape.num_experts, shape.sliding_layers, shape.sliding_window) == (128, 18, 128)
+    assert within(shape.param_count(), 116.8e9, 0.02)  # the model card's 117 B
+    p = plan(GPT_OSS_120B, get_preset("h100-gpt-oss"))
+    assert within(p.weight_bytes, 65e9, 0.03)  # MXFP4 experts, bf16 attention/embeddings: ≈ 65 GB
+    # KV grows only on the 18 full-attention layers: 2 × 18 × 8 heads × 64 × 1 byte (fp8)
+    assert p.kv_bytes_per_token == 2 * 18 * 8 * 64
+    assert p.fits and p.max_num_seqs == 8
+    with pytest.raises(PresetDoesNotFit, match="does NOT fit"):  # bf16 KV: fewer attempts or shorter ones
+        plan(GPT_OSS_120B, get_preset("h100-gpt-oss").with_overrides(kv_cache_dtype="auto"))
+    with pytest.raises(PresetDoesNotFit, match=r"max_num_seqs to <= 1[01]"):
+        plan(GPT_OSS_120B, get_preset("h100-gpt-oss").with_overrides(max_num_seqs=16))
+    # were every layer full attention, the KV per token would double
+    dense_attention = {**GPT_OSS_120B, "layer_types": ["full_attention"] * 36}
+    assert plan(dense_attention, get_preset("h100-gpt-oss"), check=False).kv_bytes_per_token == 2 * p.kv_bytes_per_token
+
+
+def test_page_cache_preload_reads_every_weight_file(tmp_path: Path) -> None:
+    from kit.runtime.engines.page_cache import read_into_page_cache
+
+    (tmp_path / "a.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / "b.safetensors").write_bytes(b"y" * (17 << 20))  # more than one read chunk
+    (tmp_path / "config.json").write_text("{}")
+    read, seconds = read_into_page_cache(tmp_path, threads=2)
+    assert read == 1000 + (17 << 20) and seconds >= 0
+
+
 def test_safetensors_sizes_are_the_truth_for_weights(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(QWEN25_7B_AWQ))
     sizes = [3_000_000_000, 2_600_000_000]
@@ -190,8 +229,13 @@ def test_named_presets_hold_the_design_lessons() -> None:
     assert cpu.enforce_eager and cpu.device == "cpu"
     assert cpu.env_vars()["VLLM_CPU_KVCACHE_SPACE"] == "1"
     assert cpu.env_vars()["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-    assert set(PRESETS) == {"l4x4", "h100", "cpu"}
-    with pytest.raises(PresetError, match=r"unknown engine preset 'l4x8'.*cpu, h100, l4x4"):
+    assert set(PRESETS) == {"l4x4", "h100", "h100-gpt-oss", "cpu", "cpu-gpt-oss"}
+    oss = get_preset("h100-gpt-oss")  # the AIMO3 winners' server flags (docs/design.md "AIMO3")
+    assert (oss.kv_cache_dtype, oss.max_model_len, oss.gpu_memory_utilization) == ("fp8_e4m3", 65536, 0.95)
+    assert oss.enable_prefix_caching and oss.async_scheduling and oss.preload_weights
+    assert oss.speed == "h100-gpt-oss-120b" and oss.env["TRITON_PTXAS_PATH"] == "/usr/local/cuda/bin/ptxas"
+    assert get_preset("cpu-gpt-oss").gpu_memory_utilization == 0.15
+    with pytest.raises(PresetError, match=r"unknown engine preset 'l4x8'.*cpu, cpu-gpt-oss, h100"):
         get_preset("l4x8")
 
 

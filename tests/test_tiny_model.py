@@ -202,3 +202,29 @@ def test_bad_paths_give_clear_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert (build_tiny_model(empty) / MARKER_FILE).exists()  # an empty directory is fine
+
+
+# --- the tiny gpt-oss model (AIMO3 stack) ------------------------------------------------------------
+
+
+def test_tiny_gpt_oss_has_harmony_ids_and_the_gpt_oss_shape(tmp_path) -> None:
+    import json as _json
+
+    from transformers import AutoTokenizer
+
+    from kit.runtime.engines.memory import plan
+    from kit.runtime.engines.presets import get_preset
+    from kit.runtime.protocols.harmony import HarmonyProtocol, harmony_encoding
+    from kit.runtime.tiny_gpt_oss import build_tiny_gpt_oss
+
+    path = build_tiny_gpt_oss(tmp_path / "oss")
+    assert build_tiny_gpt_oss(tmp_path / "oss") == path  # reused: same spec and code
+    config = _json.loads((path / "config.json").read_text())
+    assert config["architectures"] == ["GptOssForCausalLM"] and config["vocab_size"] == 201088
+    assert config["layer_types"] == ["sliding_attention", "full_attention"] and config["head_dim"] == 64
+    tok = AutoTokenizer.from_pretrained(path)
+    prompt = HarmonyProtocol().render_prompt("Find $x$ with $x^2 = 49$, \\boxed{} it. 你好")
+    enc = harmony_encoding()
+    assert tok.encode(enc.decode(prompt), add_special_tokens=False) == prompt  # the same ids as openai-harmony
+    p = plan(path, get_preset("cpu-gpt-oss"))
+    assert p.kv_bytes_per_token == 2 * 1 * 1 * 64 * 2  # K+V, 1 full-attention layer, 1 KV head, bf16

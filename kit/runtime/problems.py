@@ -17,12 +17,19 @@ from kit.runtime.resources import resource_path
 
 BUNDLED_PROBLEMS = {
     "aimo2_reference": "aimo2_reference.csv",
+    "aimo3_reference": "aimo3_reference.csv",
     "aimo1_train": "aimo1_train.csv",
     "aime24": "aime24.jsonl",
     "aime25": "aime25.jsonl",
     "aime_1983_2023": "aime_1983_2023.jsonl",
 }
 DEFAULT_PROBLEMS = "aimo2_reference"
+
+
+def default_problems(profile: str) -> str:
+    """The bundled reference set of a competition profile (``aimo3`` → ``aimo3_reference``), else the AIMO2 one."""
+    name = f"{profile}_reference"
+    return name if name in BUNDLED_PROBLEMS else DEFAULT_PROBLEMS
 
 
 class ProblemFileError(ValueError):

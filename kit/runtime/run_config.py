@@ -15,10 +15,36 @@ from typing import Any
 
 from kit.runtime.config import ConfigError, from_dict, read_yaml
 from kit.runtime.profiles import Profile, get_profile
-from kit.runtime.solver_config import TINY_SOLVER, SolverConfig
+from kit.runtime.solver_config import AIMO3_SOLVER, TINY_AIMO3_SOLVER, TINY_SOLVER, SolverConfig
 from kit.runtime.throughput import SPEED_PRESETS
 
 ENGINES = ("vllm", "replay")
+
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A model family's defaults: what a run uses for whatever its config leaves out."""
+
+    name: str
+    tiny_model: str
+    """The built-in tiny model of this family (``kit.runtime.engines.factory`` builds it)."""
+    tiny_preset: str
+    preset: str
+    """Engine preset for a real model."""
+    tiny_solver: SolverConfig
+    solver: SolverConfig
+    policy: str
+
+
+STACKS: dict[str, Stack] = {
+    # AIMO2: R1-style reasoning models (chat template, fenced code), AWQ on 4×L4.
+    "r1": Stack("r1", "tiny-qwen2", "cpu", "l4x4", TINY_SOLVER, SolverConfig(), "ours"),
+    # AIMO3: gpt-oss through Harmony conversations with a python tool, on one H100.
+    "gpt-oss": Stack("gpt-oss", "tiny-gpt-oss", "cpu-gpt-oss", "h100-gpt-oss", TINY_AIMO3_SOLVER, AIMO3_SOLVER,
+                     "aimo3_baseline"),
+}
+"""The two stacks the kit serves from one runtime path (docs/design.md "AIMO3")."""
 RUN_START_ENV = "AIMO_KIT_RUN_START"
 """Environment variable holding the run's start (``time.time()``): the submission notebook's first cell
 sets it, so the minutes of the offline install and imports are charged to the time bank."""
@@ -27,18 +53,23 @@ sets it, so the minutes of the offline install and imports are charged to the ti
 @dataclass
 class SubmissionConfig:
     profile: str = "aimo2"
+    stack: str = "r1"
+    """``r1`` (R1-style models, the AIMO2 stack) or ``gpt-oss`` (Harmony, the AIMO3 stack): the defaults of
+    ``model`` (which tiny model), ``preset``, ``solver`` and ``policy`` (:data:`STACKS`)."""
     model: str | None = None
-    """Model folder for vLLM; None = the built-in tiny random model (pipeline check only)."""
+    """Model folder for vLLM; None = the stack's built-in tiny random model (pipeline check only)."""
     preset: str | None = None
-    """Engine preset (None: ``cpu`` for the tiny model, ``l4x4`` for a real one)."""
+    """Engine preset (None: the stack's — ``cpu``/``cpu-gpt-oss`` for the tiny model, ``l4x4``/
+    ``h100-gpt-oss`` for a real one)."""
     engine: str = "vllm"
     """``vllm``, or ``replay`` (recorded samples of ``traces`` on a virtual clock; the simulation layer's
     engine, so the caller passes its factory: ``kit.sim.replay.engine_factory``)."""
     traces: str = "skythought_aime24"
     solver: SolverConfig | None = None
-    """None: the model's default — :data:`~kit.runtime.solver_config.TINY_SOLVER` for the built-in tiny
-    model, ``SolverConfig()`` for a real one."""
-    policy: str = "ours"
+    """None: the stack's default for the tiny or a real model (e.g. :data:`~kit.runtime.solver_config.TINY_SOLVER`,
+    ``SolverConfig()``, :data:`~kit.runtime.solver_config.AIMO3_SOLVER`)."""
+    policy: str | None = None
+    """Time-bank policy (``kit.runtime.schedule.POLICIES``); None: the stack's (``ours``, ``aimo3_baseline``)."""
     difficulty: str | None = None
     """A difficulty predictor folder (``python -m training.difficulty``; ship it in the model dataset)
     scaling ``ours``' deadlines. If it fails to load in ``predict``, the run goes on without it (logged)."""
@@ -54,6 +85,8 @@ class SubmissionConfig:
     keeps twice this much of the per-call limit free."""
 
     def __post_init__(self) -> None:
+        if self.stack not in STACKS:
+            raise ValueError(f"stack must be one of {sorted(STACKS)}, got {self.stack!r}")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}")
         get_profile(self.profile)  # unknown profile → ValueError (ConfigError via from_dict)
@@ -97,10 +130,15 @@ class SubmissionConfig:
     def solver_config(self) -> SolverConfig:
         if self.solver is not None:
             return self.solver
-        return TINY_SOLVER if self.tiny else SolverConfig()
+        stack = STACKS[self.stack]
+        return stack.tiny_solver if self.tiny else stack.solver
 
     def engine_preset(self) -> str:
-        return self.preset or ("cpu" if self.tiny else "l4x4")
+        stack = STACKS[self.stack]
+        return self.preset or (stack.tiny_preset if self.tiny else stack.preset)
+
+    def policy_name(self) -> str:
+        return self.policy or STACKS[self.stack].policy
 
     def total(self, profile: Profile | None = None) -> float:
         """Seconds for the whole run: ``total_seconds``, else the profile's limit."""

@@ -36,15 +36,16 @@ def load_policy(config: SubmissionConfig, *, strict: bool) -> tuple[Policy, str 
 
     ``strict`` (dry-run): a predictor that does not load is an error before anything starts; otherwise
     (``predict``) it costs its hook, not the run: the policy runs without it and the warning says why."""
+    name = config.policy_name()
     if config.difficulty is None:
-        return make_policy(config.policy), None
+        return make_policy(name), None
     try:
-        return policy_with_difficulty(config.policy, config.difficulty), None
+        return policy_with_difficulty(name, config.difficulty), None
     except Exception as exc:
         if strict:
             raise
-        return make_policy(config.policy), (f"difficulty predictor {config.difficulty} failed to load "
-                                            f"({type(exc).__name__}: {exc}); time policy {config.policy} without it")
+        return make_policy(name), (f"difficulty predictor {config.difficulty} failed to load "
+                                   f"({type(exc).__name__}: {exc}); time policy {name} without it")
 
 
 class Session:

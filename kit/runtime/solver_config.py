@@ -10,12 +10,12 @@ import zlib
 from dataclasses import dataclass, field
 
 from kit.runtime.confidence import TAIL_TOKENS
-from kit.runtime.prompts import DEFAULT_PROMPTS, PromptTemplate
+from kit.runtime.prompts import DEFAULT_PROMPTS, HARMONY_TIR, PromptTemplate
 from kit.runtime.protocols import PROTOCOLS
 from kit.runtime.protocols.harmony import HarmonySettings
 from kit.runtime.protocols.tir import get_format
 from kit.runtime.sandbox.pool import SandboxConfig
-from kit.runtime.voting import StopRules
+from kit.runtime.voting import Agreement, StopRules, Weighting
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,27 @@ class SolverConfig:
 
 TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)
 """Settings for the built-in tiny model on CPU (dry-run, rehearsal): enough to exercise every path."""
+
+
+AIMO3_SOLVER = SolverConfig(
+    n_samples=8,
+    max_tokens=65_536,
+    prompts=(HARMONY_TIR,),
+    sampling=(SamplingSpec(temperature=1.0, top_p=1.0, min_p=0.02),),
+    protocol="harmony",
+    code_timeout=6.0,
+    sandbox=SandboxConfig(output_limit=2000),
+    rules=StopRules(agreements=(Agreement(4, 4, "any"),), certain=True, weighting=Weighting(confidence="mean")),
+)
+"""What every top AIMO3 team ran with gpt-oss-120b (docs/design.md "AIMO3"): 8 attempts of one Harmony
+prompt with the python tool, T=1.0 and min-p 0.02, 6 s per cell, a stop when one answer has 4 votes or
+the leader cannot be caught, and the vote weighted by 1/entropy (top-5 log-probabilities)."""
+
+TINY_AIMO3_SOLVER = SolverConfig(
+    n_samples=4, max_tokens=192, prompts=AIMO3_SOLVER.prompts, sampling=AIMO3_SOLVER.sampling, protocol="harmony",
+    code_timeout=5.0, sandbox=AIMO3_SOLVER.sandbox, rules=AIMO3_SOLVER.rules,
+)
+"""The AIMO3 settings sized for the built-in tiny gpt-oss model on CPU."""
 
 
 def sample_seed(base: int, problem_id: str, index: int, turn: int = 0) -> int:

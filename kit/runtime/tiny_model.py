@@ -39,6 +39,7 @@ import os
 import random
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,16 +325,17 @@ def _solve_bias(log_z, p: float) -> float:
     return (lo + hi) / 2
 
 
-def _weights(tok, spec: TinyModelSpec):  # -> dict[str, torch.Tensor]
-    """Random weights (fixed seed) shaped into the near-bigram model described in the module docstring."""
-
+def bigram_head(vocab_n: int, hidden: int, bias: dict[int, float], groups: list[tuple[list[int], dict[int, float]]],
+                noise_logit_std: float, g, *, sources_sampled: int | None = None):  # -> (emb, head) tensors
+    """Embeddings and LM head of a near-bigram model (see the module docstring): ``logits ≈ head ·
+    emb[last token]`` gives, from a token of a source group, that group's next-token distribution, and
+    otherwise random babble in which each ``bias`` target has its given per-step chance (0: never). Draws
+    from the generator ``g`` (embedding noise, then head noise). ``sources_sampled``: estimate the biases
+    over that many random babble sources instead of all (a 201k vocabulary would need a 201k² logit
+    matrix). Shared by the tiny gpt-oss model."""
     import torch
 
-    g = torch.Generator().manual_seed(spec.seed)
-    vocab_n = tok.get_vocab_size(with_added_tokens=True)
-    h, inter = spec.hidden_size, spec.intermediate_size
-    head_dim = h // spec.num_heads
-    bias, groups = _design(tok, spec)
+    h = hidden
     n_groups = len(groups)
     bias_dim, first_group_dim = 0, 1
     noise_dims = slice(first_group_dim + n_groups, h)
@@ -358,14 +360,17 @@ def _weights(tok, spec: TinyModelSpec):  # -> dict[str, torch.Tensor]
 
     # LM head: random "babble" logits ~ N(0, noise_logit_std²) from any non-group token.
     head = torch.zeros(vocab_n, h)
-    head[:, noise_dims] = torch.randn(vocab_n, n_noise, generator=g) * (spec.noise_logit_std / v_group)
+    head[:, noise_dims] = torch.randn(vocab_n, n_noise, generator=g) * (noise_logit_std / v_group)
     head[list(bias), noise_dims] = 0.0  # biased targets: exactly the calibrated chance, no random share on top
     # Per-source log partition functions of the babble (non-group sources): the reasoning biases are set
     # so that the chance of each biased target, averaged over those sources, is the spec's.
     babble = torch.ones(vocab_n, dtype=torch.bool)
     for sources, _ in groups:
         babble[sources] = False
-    log_z = torch.logsumexp(emb[babble] @ head.T, dim=1)
+    sources = emb[babble]
+    if sources_sampled is not None and sources_sampled < len(sources):
+        sources = sources[torch.randperm(len(sources), generator=g)[:sources_sampled]]
+    log_z = torch.logsumexp(sources @ head.T, dim=1)
     target_bias = torch.zeros(vocab_n)
     for t, p in bias.items():
         target_bias[t] = -30.0 if p == 0 else _solve_bias(log_z, p)
@@ -380,6 +385,20 @@ def _weights(tok, spec: TinyModelSpec):  # -> dict[str, torch.Tensor]
         for t, p in dist.items():
             want = math.log(p / (1 - mass)) + log_z_rest
             head[t, first_group_dim + k] = (want - target_bias[t].item()) / v_group
+    return emb, head
+
+
+def _weights(tok, spec: TinyModelSpec):  # -> dict[str, torch.Tensor]
+    """Random weights (fixed seed) shaped into the near-bigram model described in the module docstring."""
+
+    import torch
+
+    g = torch.Generator().manual_seed(spec.seed)
+    vocab_n = tok.get_vocab_size(with_added_tokens=True)
+    h, inter = spec.hidden_size, spec.intermediate_size
+    head_dim = h // spec.num_heads
+    bias, groups = _design(tok, spec)
+    emb, head = bigram_head(vocab_n, h, bias, groups, spec.noise_logit_std, g)
 
     def rnd(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=g) * spec.layer_std
@@ -449,7 +468,7 @@ def _is_reusable(path: Path, digest: str) -> bool:
     return isinstance(marker, dict) and marker.get("digest") == digest and (path / "config.json").is_file()
 
 
-def _write_model(out: Path, spec: TinyModelSpec, corpus: list[str], digest: str) -> None:
+def _write_model(out: Path, spec: TinyModelSpec, corpus: list[str]) -> None:
     from safetensors.torch import save_file
 
     tok = _train_tokenizer(corpus, spec)
@@ -460,11 +479,7 @@ def _write_model(out: Path, spec: TinyModelSpec, corpus: list[str], digest: str)
     (out / "generation_config.json").write_text(json.dumps(
         {"eos_token_id": vocab[IM_END], "pad_token_id": vocab[PAD_TOKEN], "do_sample": True}, indent=2))
     save_file(_weights(tok, spec), str(out / "model.safetensors"), metadata={"format": "pt"})
-    for f in out.iterdir():  # tempfile and safetensors create owner-only files; a cache is for everyone
-        f.chmod(0o644)
-    out.chmod(0o755)
-    # The marker goes last: a directory without it was never finished.
-    (out / MARKER_FILE).write_text(json.dumps({"digest": digest, "spec": dataclasses.asdict(spec)}, indent=2))
+
 
 
 def build_tiny_model(path: Path | None = None, *, force: bool = False, spec: TinyModelSpec | None = None) -> Path:
@@ -475,9 +490,16 @@ def build_tiny_model(path: Path | None = None, *, force: bool = False, spec: Tin
     non-empty directory without our marker) is never overwritten: :class:`TinyModelError`.
     """
     spec = spec or TinyModelSpec()
-    path = Path(path).expanduser() if path is not None else default_path()
     corpus = _corpus(spec.seed)
     digest = spec.digest(hashlib.sha256("\x00".join(corpus).encode()).hexdigest())
+    return build_cached(Path(path).expanduser() if path is not None else default_path(), digest,
+                        lambda out: _write_model(out, spec, corpus), meta=dataclasses.asdict(spec), force=force)
+
+
+def build_cached(path: Path, digest: str, write: Callable[[Path], None], *, meta: dict, force: bool = False) -> Path:
+    """The cache protocol of the built-in models: reuse ``path`` when its marker holds ``digest``, else
+    ``write(tmp)`` into a temporary sibling, add the marker last and rename it into place (readers see all
+    or nothing). A path that is not one of our builds is never overwritten (:class:`TinyModelError`)."""
     if path.exists():
         if not path.is_dir():
             raise TinyModelError(f"{path} exists and is not a directory; cannot build the tiny model there")
@@ -492,7 +514,12 @@ def build_tiny_model(path: Path | None = None, *, force: bool = False, spec: Tin
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.build-", dir=path.parent))
     try:
-        _write_model(tmp, spec, corpus, digest)
+        write(tmp)
+        for f in tmp.iterdir():  # tempfile and safetensors create owner-only files; a cache is for everyone
+            f.chmod(0o644)
+        tmp.chmod(0o755)
+        # The marker goes last: a directory without it was never finished.
+        (tmp / MARKER_FILE).write_text(json.dumps({"digest": digest, "spec": meta}, indent=2))
         _install(tmp, path, digest, replace=force or path.exists())
     finally:
         if tmp.exists():

@@ -13,7 +13,8 @@ from pathlib import Path
 from kit.runtime.engines.base import Engine
 from kit.runtime.engines.presets import get_preset
 from kit.runtime.engines.vllm_engine import VLLMEngine
-from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.run_config import STACKS, SubmissionConfig
+from kit.runtime.tiny_gpt_oss import build_tiny_gpt_oss
 from kit.runtime.tiny_model import build_tiny_model
 
 EngineFactory = Callable[[], "Engine | Awaitable[Engine]"]
@@ -27,8 +28,15 @@ async def start_engine(config: SubmissionConfig, log: Callable[[str], None] | No
         raise ValueError(f"engine {config.engine!r} is not started by the runtime layer: pass its factory "
                          "(replay: kit.sim.replay.engine_factory(config))")
 
-    path = build_tiny_model() if config.tiny else Path(str(config.model))
+    path = tiny_model_path(config) if config.tiny else Path(str(config.model))
     return await VLLMEngine.start(path, get_preset(config.engine_preset()), log=log)
+
+
+def tiny_model_path(config: SubmissionConfig) -> Path:
+    """The built-in tiny model of the config's stack, built (or reused from the cache) offline."""
+    if STACKS[config.stack].tiny_model == "tiny-gpt-oss":
+        return build_tiny_gpt_oss()
+    return build_tiny_model()
 
 
 def engine_label(engine: Engine) -> str:

@@ -64,6 +64,12 @@ class ModelShape:
     quant_bits: int | None = None
     """Bits per weight of the quantised linear layers (None: not quantised)."""
     quant_group_size: int | None = None
+    num_experts: int = 0
+    """Experts per MoE layer (0: a dense MLP); each is a gated MLP of ``intermediate_size``."""
+    sliding_layers: int = 0
+    """Layers with sliding-window attention (``layer_types``): their KV cache holds ``sliding_window``
+    tokens per sequence, not the whole context (vLLM's hybrid KV cache manager frees the rest)."""
+    sliding_window: int | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelShape:
@@ -76,6 +82,8 @@ class ModelShape:
             raise ValueError(f"config.json lacks {e.args[0]!r}; cannot plan memory for this model") from None
         head_dim = int(cfg.get("head_dim") or hidden // heads)
         method, bits, group = _quantisation(config.get("quantization_config") or cfg.get("quantization_config"))
+        layer_types = cfg.get("layer_types") or []
+        sliding = sum(t == "sliding_attention" for t in layer_types)
         return cls(
             num_layers=layers,
             num_heads=heads,
@@ -89,6 +97,9 @@ class ModelShape:
             quant_method=method,
             quant_bits=bits,
             quant_group_size=group,
+            num_experts=int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0),
+            sliding_layers=sliding,
+            sliding_window=int(cfg["sliding_window"]) if sliding and cfg.get("sliding_window") else None,
         )
 
     # --- weights ------------------------------------------------------------------------------
@@ -99,6 +110,8 @@ class ModelShape:
         kv = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
         o = self.num_heads * self.head_dim * self.hidden_size
         mlp = 3 * self.hidden_size * self.intermediate_size  # gate, up, down
+        if self.num_experts:
+            mlp = mlp * self.num_experts + self.hidden_size * self.num_experts  # experts + router
         return q + kv + o, mlp
 
     def param_count(self) -> int:
@@ -113,6 +126,11 @@ class ModelShape:
         attn, mlp = self.linear_params_per_layer()
         linear = self.num_layers * (attn + mlp)
         rest = self.param_count() - linear
+        if self.quant_method == "mxfp4":
+            # gpt-oss: only the experts are MXFP4 (4-bit values + one 8-bit scale per 32); attention, router,
+            # embeddings and LM head stay in 16 bits.
+            experts = self.num_layers * (mlp - self.hidden_size * self.num_experts)
+            return int(experts * (0.5 + 1 / 32)) + (self.param_count() - experts) * dtype_bytes
         if self.quant_bits is None:
             return (linear + rest) * dtype_bytes
         per_weight = self.quant_bits / 8
@@ -137,8 +155,17 @@ class ModelShape:
         return max(1, math.ceil(self.num_kv_heads / tp))
 
     def kv_bytes_per_token(self, kv_dtype_bytes: int, tp: int = 1) -> int:
-        """KV cache bytes one token occupies on one GPU (tp=1: the whole model's)."""
-        return 2 * self.num_layers * self.kv_heads_per_gpu(tp) * self.head_dim * kv_dtype_bytes
+        """KV cache bytes one token of context occupies on one GPU (tp=1: the whole model's), counting the
+        full-attention layers; sliding-window layers are :meth:`sliding_bytes_per_sequence`."""
+        full = self.num_layers - self.sliding_layers
+        return 2 * full * self.kv_heads_per_gpu(tp) * self.head_dim * kv_dtype_bytes
+
+    def sliding_bytes_per_sequence(self, kv_dtype_bytes: int, tp: int, max_model_len: int) -> int:
+        """KV bytes one sequence holds in the sliding-window layers (at most the window, per layer)."""
+        if not self.sliding_layers:
+            return 0
+        window = min(self.sliding_window or max_model_len, max_model_len)
+        return 2 * self.sliding_layers * self.kv_heads_per_gpu(tp) * self.head_dim * kv_dtype_bytes * window
 
 
 def _quantisation(qc: dict[str, Any] | None) -> tuple[str | None, int | None, int | None]:
@@ -148,6 +175,8 @@ def _quantisation(qc: dict[str, Any] | None) -> tuple[str | None, int | None, in
     method = str(qc.get("quant_method") or qc.get("quant_type") or "unknown").lower()
     if method in ("fp8", "fbgemm_fp8"):
         return method, 8, None
+    if method == "mxfp4":
+        return method, 4, 32
     bits = qc.get("bits") or qc.get("w_bit")
     group = qc.get("group_size") or qc.get("q_group_size")
     if bits is None and method == "compressed-tensors":
@@ -304,7 +333,9 @@ def plan(
         reserve = int(preset.reserve_gib_per_gpu * GiB) + activation_bytes_per_gpu(shape, preset, act)
         budget_per_gpu = usable - weights_per_gpu - reserve
 
-    tokens_fit = max(0, budget_per_gpu) // kv_per_gpu
+    # Sliding-window layers take a fixed amount per running sequence; full layers grow with the context.
+    window_bytes = shape.sliding_bytes_per_sequence(kv_dtype, tp, preset.max_model_len) * preset.max_num_seqs
+    tokens_fit = max(0, budget_per_gpu - window_bytes) // max(kv_per_gpu, 1)
     result = MemoryPlan(
         model=name, preset=preset.name, device=preset.device, gpu=spec_name, num_gpus=n_gpus,
         memory_per_gpu=usable, weight_bytes=weights, weight_bytes_per_gpu=weights_per_gpu,

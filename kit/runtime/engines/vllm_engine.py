@@ -32,7 +32,8 @@ Choices, and why:
   ``__main__``: a *script* that starts an engine needs an ``if __name__ == "__main__":`` guard (pytest and
   notebooks are fine). ``start`` writes the preset's environment variables into ``os.environ``: vLLM reads
   them there, and the spawned processes inherit them.
-* Start-up runs under a watchdog: each phase (config read, memory plan, import, engine up, first-token
+* Start-up runs under a watchdog: each phase (config read, memory plan, page cache when the preset preloads
+  the weights, import, engine up, first-token
   warm-up) is logged with timestamps, and the whole start fails with :class:`EngineStartTimeout` naming
   the phase once the preset's ``startup_timeout_s`` is spent. The blocking engine construction runs in a
   daemon thread so a hung start cannot hang the caller's loop (nor its exit).
@@ -53,6 +54,7 @@ from typing import Any, TypeVar
 
 from kit.runtime.engines.base import Chunk, EngineInfo, GenParams, Prompt, RealClock
 from kit.runtime.engines.memory import MemoryPlan, plan, read_model_config
+from kit.runtime.engines.page_cache import read_into_page_cache
 from kit.runtime.engines.presets import EnginePreset, get_preset
 from kit.runtime.throughput import get_speed
 
@@ -286,6 +288,10 @@ class VLLMEngine:
             # GPU presets fail here, in a second, instead of after minutes of weight loading.
             memory_plan = plan(model_dir, preset, check=preset.device != "cpu")
             log(f"memory plan: {memory_plan.summary()}")
+        if preset.preload_weights:
+            with dog.phase("page cache"):
+                read, seconds = await dog.wait(_in_daemon_thread(lambda: read_into_page_cache(model_dir)))
+                log(f"page cache: read {read / 2**30:.1f} GiB of weights in {seconds:.0f} s")
         with dog.phase("engine args"):
             env = preset.env_vars()
             for key, value in env.items():
@@ -344,6 +350,8 @@ class VLLMEngine:
             "seed": preset.seed,
             "disable_log_stats": True,
         }
+        if preset.async_scheduling:
+            kwargs["async_scheduling"] = True
         if preset.max_num_batched_tokens is not None:
             kwargs["max_num_batched_tokens"] = preset.max_num_batched_tokens
         if preset.tensor_parallel_size > 1:
@@ -351,9 +359,10 @@ class VLLMEngine:
         return AsyncEngineArgs(**kwargs)
 
     async def _warmup(self) -> None:
-        """One short greedy request: the first real request should not pay for lazy initialisation."""
-        prompt = self.chat_prompt([{"role": "user", "content": "1+1"}])
-        async for _ in self.generate(prompt, GenParams(max_tokens=2, temperature=0.0), "aimo-kit-warmup"):
+        """One short greedy request: the first real request should not pay for lazy initialisation. Token
+        ids, not a chat prompt: gpt-oss checkpoints render with Harmony and may have no chat template."""
+        prompt = self._tokenizer.encode("1+1=", add_special_tokens=False) or [0]
+        async for _ in self.generate(prompt, GenParams(max_tokens=2, temperature=0.0, logprobs=1), "aimo-kit-warmup"):
             pass
 
     # --- Engine interface ------------------------------------------------------------------------
