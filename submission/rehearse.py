@@ -32,7 +32,17 @@ finally:
     nbformat.write(nb, "executed.ipynb")
 '''
 
-DEFAULT_PROBLEMS = REPO_ROOT / "kit" / "resources" / "problems" / "aimo2_reference.csv"
+
+def default_problems_file(profile: str) -> Path:
+    """What the rehearsal's gateway serves: ``$AIMO_COMPETITION_DIR/test.csv`` when that folder holds Kaggle's
+    ``kaggle_evaluation/`` (the notebook then runs Kaggle's own local gateway), else the profile's bundled
+    reference set (our gateway)."""
+    from kit.runtime.problems import default_problems, problems_path
+
+    comp = os.environ.get("AIMO_COMPETITION_DIR")
+    if comp and (Path(comp) / "kaggle_evaluation").is_dir() and (Path(comp) / "test.csv").is_file():
+        return Path(comp) / "test.csv"
+    return problems_path(default_problems(profile))
 
 
 def _netns_prefix() -> tuple[list[str], str]:
@@ -121,15 +131,20 @@ def rehearse(nb_path: Path, out_dir: Path, problems: Path | None, profile: str =
     from kit.runtime.profiles import get_profile
 
     prof = get_profile(profile)
-    problems = (problems or DEFAULT_PROBLEMS).resolve()
+    problems = (problems or default_problems_file(profile)).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="aimo-rehearsal-"))
-    rc, seconds, log, network = execute_notebook(nb_path, workdir, {"AIMO_TEST_CSV": str(problems)}, timeout)
+    env = {"AIMO_TEST_CSV": str(problems)}
+    if os.environ.get("AIMO_COMPETITION_DIR"):  # Kaggle's gateway and test.csv, passed through to the notebook
+        env["AIMO_COMPETITION_DIR"] = os.environ["AIMO_COMPETITION_DIR"]
+    rc, seconds, log, network = execute_notebook(nb_path, workdir, env, timeout)
     (out_dir / "executor.log").write_text(log, encoding="utf-8")
     executed = workdir / "executed.ipynb"
     if executed.is_file():
         shutil.copy2(executed, out_dir / "executed.ipynb")
     report: dict = {"notebook": str(nb_path), "workdir": str(workdir), "problems": str(problems),
+                    "gateway": "kaggle" if env.get("AIMO_COMPETITION_DIR") and problems.parent == Path(
+                        env["AIMO_COMPETITION_DIR"]).resolve() else "aimo-kit LocalGateway",
                     "network": network, "exit_code": rc, "total_seconds": round(seconds, 1),
                     "per_call_deadline_seconds": prof.per_call_seconds}
     parquet = workdir / "submission.parquet"

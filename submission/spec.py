@@ -22,6 +22,8 @@ class KaggleSpec:
     """``owner/slug`` of the wheels dataset (built by ``python -m submission wheels``); None: no install."""
     model_dataset: str | None = None
     """``owner/slug`` of the model dataset (``python -m submission model``)."""
+    encodings_dataset: str | None = None
+    """``owner/slug`` of the o200k encoding dataset (``python -m submission encodings``; gpt-oss stack)."""
     model_path: str | None = None
     """Model folder inside /kaggle/input; used as ``submission.model`` when that is not set."""
     extra_datasets: list[str] = field(default_factory=list)
@@ -38,7 +40,8 @@ class KaggleSpec:
 
     @property
     def dataset_sources(self) -> list[str]:
-        return [d for d in (self.wheels_dataset, self.model_dataset, *self.extra_datasets) if d]
+        return [d for d in (self.wheels_dataset, self.model_dataset, self.encodings_dataset, *self.extra_datasets)
+                if d]
 
 
 @dataclass

@@ -461,3 +461,64 @@ def test_tiny_model_on_vllm_cpu_through_the_local_gateway(tmp_path: Path) -> Non
     assert len(problems) == 10 and all(p["error"] is None for p in problems), [p["error"] for p in problems]
     assert sum(p["tokens"] for p in problems) > 0
     assert not _events(tmp_path, "kaggle_error")
+
+
+# --- Kaggle's mount layouts and the AIMO3 stack through predict ------------------------------------------
+
+
+def test_inputs_are_found_under_both_kaggle_mount_layouts(tmp_path: Path) -> None:
+    from kit.runtime.kaggle_paths import find_input, input_candidates
+
+    root = tmp_path / "input"
+    new_model = root / "models" / "openai" / "gpt-oss-120b" / "transformers" / "default" / "1"
+    old_comp = root / "ai-mathematical-olympiad-progress-prize-3"
+    new_model.mkdir(parents=True)
+    old_comp.mkdir(parents=True)
+    # a config written for the old layout finds the model in the new one, and the other way round
+    assert find_input(root / "gpt-oss-120b/transformers/default/1", root) == new_model
+    assert find_input(new_model, root) == new_model
+    assert find_input(root / "competitions" / old_comp.name, root) == old_comp
+    assert input_candidates(root / "competitions/x/test.csv", root)[1] == root / "x/test.csv"
+    assert input_candidates(root / "models/o/m/f/v/1", root)[1] == root / "m/f/v/1"
+    missing = root / "nothing-here"
+    assert find_input(missing, root) == missing  # reported by whoever opens it
+    assert find_input(tmp_path / "elsewhere", root) == tmp_path / "elsewhere"  # not under /kaggle/input
+
+
+def test_predict_on_the_harmony_stack_never_raises_and_answers_in_range(tmp_path: Path) -> None:
+    from openai_harmony import Message, Role
+
+    from kit.runtime.profiles import AIMO3
+    from kit.runtime.protocols.harmony import completion_ids
+    from kit.runtime.solver_config import TINY_AIMO3_SOLVER
+    from kit.sim.scripted import Completion, ScriptedEngine
+
+    def final(text: str) -> Completion:
+        return Completion(tuple(completion_ids([Message.from_role_and_content(Role.ASSISTANT, text)
+                                                .with_channel("final")])))
+
+    def script(request) -> Completion:
+        n = request.number % 4
+        if n == 0:
+            raise RuntimeError("the engine broke on this request")
+        if n == 1:
+            return Completion((1, 2, 3))  # garbage that does not parse
+        return final("\\boxed{123456789}" if n == 2 else "\\boxed{4242}")
+
+    cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay", solver=TINY_AIMO3_SOLVER,
+                           records_dir=str(tmp_path / "rec"))
+    predict = build_predict(cfg, engine_factory=lambda: ScriptedEngine(script), started_at=time.time())
+    try:
+        answers = []
+        for i, problem in enumerate(["What is 2+2?", "", "x" * 50_000, b"\xff\xfe bytes"]):
+            frame = predict(pl.DataFrame({"id": [f"q{i}"], "problem": [problem]}))
+            assert frame.columns == ["id", "answer"] and frame["id"][0] == f"q{i}"
+            answers.append(frame["answer"][0])
+        assert all(AIMO3.in_range(a) for a in answers)
+        assert answers[0] == 4242  # out-of-range and unparsable attempts abstain; the readable one wins
+        samples = _events(tmp_path, "sample")
+        assert {s["finish_reason"] for s in samples} >= {"error", "stop"}
+        assert any("cannot parse" in (s["error"] or "") for s in samples)
+        assert any("engine broke" in (s["error"] or "") for s in samples)
+    finally:
+        predict.close()

@@ -4,6 +4,7 @@ dry-runs, model packaging, the headless rehearsal without the repo, and the offl
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import os
@@ -195,6 +196,60 @@ def test_rehearsal_runs_notebook_without_repo(tmp_path: Path) -> None:
     assert {str(r["id"]): r["answer"] for r in report["per_call"]} == answers  # notebook -> gateway -> parquet
     executed = nbformat.read(str(out / "executed.ipynb"), as_version=4)
     assert not any(o.get("output_type") == "error" for c in executed.cells for o in c.get("outputs", []))
+
+
+AIMO3_SERVER = (
+    "import polars as pl\n"
+    "class AIMO3InferenceServer:\n"
+    "    # stands in for Kaggle's: one-row DataFrames (id, problem) to predict, answers to the parquet\n"
+    "    def __init__(self, predict):\n"
+    "        self.predict = predict\n"
+    "    def run_local_gateway(self, paths):\n"
+    "        df = pl.read_csv(paths[0])\n"
+    "        out = [self.predict(row) for row in df.iter_slices(n_rows=1)]\n"
+    "        pl.concat(out).write_parquet('submission.parquet')\n"
+    "    def serve(self):\n"
+    "        raise SystemExit('not a rerun')\n"
+)
+
+
+@pytest.mark.slow
+def test_aimo3_build_and_rehearsal_on_the_competitions_gateway(tmp_path: Path, monkeypatch) -> None:
+    """The AIMO3 notebook: encodings dataset and TIKTOKEN_ENCODINGS_BASE, the gpt-oss stack; rehearsed with
+    the tiny gpt-oss model, network off, through the competition's gateway found in $AIMO_COMPETITION_DIR."""
+    dist = tmp_path / "h100"
+    assert main(["build", "--config", "aimo3_h100", "--out", str(dist)]) == 0
+    nb = nbformat.read(str(dist / "notebook.ipynb"), as_version=4)
+    code = "\n".join(c.source for c in nb.cells)
+    assert code.index("TIKTOKEN_ENCODINGS_BASE") < code.index("KIT_TGZ_B64")  # set before anything tokenises
+    assert "'stack': 'gpt-oss'" in code and "'preset': 'h100-gpt-oss'" in code
+    meta = json.loads((dist / "kernel-metadata.json").read_text())
+    assert "aimo-team/aimo-kit-encodings" in meta["dataset_sources"]
+    assert meta["competition_sources"] == ["ai-mathematical-olympiad-progress-prize-3"]
+    assert meta["model_sources"] == ["openai/gpt-oss-120b/transformers/default/1"]
+    enc = tmp_path / "encodings"
+    assert main(["encodings", "--out", str(enc), "--id", "aimo-team/aimo-kit-encodings"]) == 0
+    digest = hashlib.sha256((enc / "o200k_base.tiktoken").read_bytes()).hexdigest()
+    assert digest.startswith("446a9538cb6c") and (enc / "dataset-metadata.json").is_file()
+
+    comp = tmp_path / "comp"
+    (comp / "kaggle_evaluation").mkdir(parents=True)
+    (comp / "kaggle_evaluation" / "__init__.py").write_text("")
+    (comp / "kaggle_evaluation" / "aimo_3_inference_server.py").write_text(AIMO3_SERVER)
+    ref = pl.read_csv(REPO / "kit/resources/problems/aimo3_reference.csv")
+    ref.head(3).select("id", "problem").write_csv(comp / "test.csv")
+    monkeypatch.setenv("AIMO_COMPETITION_DIR", str(comp))
+    out = tmp_path / "rehearsal"
+    proc = subprocess.run([sys.executable, "-m", "submission", "rehearse", "--config", "aimo3_tiny_cpu",
+                           "--dist", str(tmp_path / "tiny"), "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "rehearsal.json").read_text())
+    assert report["ok"] and report["gateway"] == "kaggle" and report["kit_from_workdir"]
+    assert report["n_answered"] == report["n_expected"] == 3 and not report["invalid_answers"]
+    sub = pl.read_parquet(out / "submission.parquet")
+    assert sorted(sub["id"].to_list()) == sorted(ref["id"].head(3).to_list())
+    assert all(0 <= a <= 99999 for a in sub["answer"].to_list())
 
 
 @pytest.mark.slow

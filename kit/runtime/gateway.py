@@ -23,7 +23,7 @@ from typing import Any
 
 import polars as pl
 
-from kit.runtime.problems import problems_path
+from kit.runtime.problems import default_problems, problems_path
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.run_config import SubmissionConfig
 
@@ -193,7 +193,7 @@ def run_gateway(predict: Callable[..., Any], config: SubmissionConfig) -> Path:
         log.info("Kaggle local gateway on %s", test_csv)
         cls(predict).run_local_gateway((str(test_csv),))
         return Path.cwd() / "submission.parquet"
-    csv_path = Path(os.environ["AIMO_TEST_CSV"]) if os.environ.get("AIMO_TEST_CSV") else problems_path("aimo2_reference")
+    csv_path = Path(os.environ["AIMO_TEST_CSV"]) if os.environ.get("AIMO_TEST_CSV") else problems_path(default_problems(profile.name))
     log.info("our local gateway on %s", csv_path)
     report = LocalGateway(csv_path, profile=profile).run(predict)
     try:

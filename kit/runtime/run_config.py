@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kit.runtime.config import ConfigError, from_dict, read_yaml
+from kit.runtime.kaggle_paths import KAGGLE_INPUT, find_input
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.solver_config import AIMO3_SOLVER, TINY_AIMO3_SOLVER, TINY_SOLVER, SolverConfig
 from kit.runtime.throughput import SPEED_PRESETS
@@ -147,12 +148,18 @@ class SubmissionConfig:
         return (profile or get_profile(self.profile)).total_seconds
 
     def resolved_competition_dir(self) -> Path:
+        """``competition_dir``, else ``$AIMO_COMPETITION_DIR``, else the profile's competition under
+        ``/kaggle/input`` — in whichever of Kaggle's two mount layouts exists."""
         if self.competition_dir:
-            return Path(self.competition_dir)
+            return find_input(self.competition_dir)
         env = os.environ.get("AIMO_COMPETITION_DIR")
         if env:
             return Path(env)
-        return Path("/kaggle/input") / get_profile(self.profile).competition_slug
+        return find_input(KAGGLE_INPUT / get_profile(self.profile).competition_slug)
+
+    def model_path(self) -> Path | None:
+        """The model folder (found under either Kaggle mount layout), None for the tiny model."""
+        return None if self.model is None else find_input(self.model)
 
 
 def run_start(default: float) -> tuple[float, str]:

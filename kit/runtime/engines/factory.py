@@ -28,7 +28,7 @@ async def start_engine(config: SubmissionConfig, log: Callable[[str], None] | No
         raise ValueError(f"engine {config.engine!r} is not started by the runtime layer: pass its factory "
                          "(replay: kit.sim.replay.engine_factory(config))")
 
-    path = tiny_model_path(config) if config.tiny else Path(str(config.model))
+    path = tiny_model_path(config) if config.tiny else config.model_path()
     return await VLLMEngine.start(path, get_preset(config.engine_preset()), log=log)
 
 
