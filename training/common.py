@@ -23,16 +23,21 @@ from kit.runtime.jsonl import json_lines
 C = TypeVar("C")
 
 TINY_MODEL = "tiny"
+TINY_GPT_OSS = "tiny-gpt-oss"
 """Model name that resolves to the offline tiny Qwen2 built by :func:`kit.runtime.tiny_model.build_tiny_model`."""
 
 
 def resolve_model(name_or_path: str) -> str:
-    """``"tiny"`` → the cached tiny model's folder; anything else is returned unchanged (a local path or
+    """``"tiny"`` → the cached tiny Qwen2 model's folder, ``"tiny-gpt-oss"`` → the tiny gpt-oss one; anything else is returned unchanged (a local path or
     a hub id the user's machine can reach)."""
     if name_or_path == TINY_MODEL:
         from kit.runtime.tiny_model import build_tiny_model
 
         return str(build_tiny_model())
+    if name_or_path == TINY_GPT_OSS:
+        from kit.runtime.tiny_gpt_oss import build_tiny_gpt_oss
+
+        return str(build_tiny_gpt_oss())
     return name_or_path
 
 

@@ -43,6 +43,7 @@ from typing import Any
 
 from kit.learn.data import DataError
 from kit.runtime.config import ConfigError
+from kit.runtime.protocols.harmony import HarmonySettings
 from kit.runtime.tiny_model import CHAT_TEMPLATE as _TINY_CHAT_TEMPLATE
 from training.common import cli, on_gpu, read_jsonl, resolve_model
 
@@ -56,6 +57,7 @@ turns are stripped, as at inference) and wraps the assistant content and ``<|im_
 ``{% generation %}`` markers. It fits models whose end-of-turn token is ``<|im_end|>`` (Qwen2.5, Qwen3);
 the audit rejects it for a model whose eos differs (DeepSeek-R1-Distill: use ``chat_template: trl``)."""
 
+FORMATS = ("chat", "harmony")
 TEMPLATE_CHOICES = ("kit", "model", "trl")
 """``chat_template`` values other than a path to a Jinja file."""
 
@@ -77,9 +79,16 @@ class SftConfig:
     """Everything one SFT run needs; loaded from YAML (unknown keys are errors naming the file)."""
 
     model: str = "tiny"
-    """Model folder or hub id; ``tiny`` = the offline tiny Qwen2 (tests, CPU rehearsals)."""
+    """Model folder or hub id; ``tiny`` = the offline tiny Qwen2, ``tiny-gpt-oss`` = the offline tiny gpt-oss
+    (tests, CPU rehearsals)."""
     data: str = "runs/curate/sft.jsonl"
-    """SFT jsonl written by ``python -m training.curate`` (``messages``: [user, assistant])."""
+    """SFT jsonl written by ``python -m training.curate`` (``messages``: [user, assistant]); with
+    ``format: harmony`` Harmony conversations (:mod:`training.sft_harmony`)."""
+    format: str = "chat"
+    """``chat`` (a chat template renders [user, assistant with <think>]) or ``harmony`` (gpt-oss: analysis,
+    python calls, tool outputs and the final channel, rendered by openai-harmony)."""
+    harmony: HarmonySettings = field(default_factory=HarmonySettings)
+    """``format: harmony``: the system message the conversations are rendered with (as the solver prompts)."""
     out: str = "runs/sft"
     """Folder for checkpoints, the final model + tokenizer and the audit files."""
     chat_template: str = "kit"
@@ -133,6 +142,8 @@ class SftConfig:
             raise ValueError("warmup_steps, save_steps and audit_example must be >= 0")
         if not self.chat_template:
             raise ValueError(f"chat_template must be one of {TEMPLATE_CHOICES} or a path to a .jinja file")
+        if self.format not in FORMATS:
+            raise ValueError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
 
 
 # --- dataset ----------------------------------------------------------------------------------------
@@ -425,14 +436,21 @@ def audit(examples: Sequence[SftExample], tokenizer: Any, *, max_length: int, dr
         if rendered:
             echo(f"sft audit: example {render_index} ({stats[render_index].problem_id}); trained tokens "
                  f"between {MARK_OPEN} {MARK_CLOSE}:\n{shown}")
+    result = Audit(summary=summary, kept=kept, stats=stats)
     if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        record = {k: v for k, v in dataclasses.asdict(summary).items() if k != "rendered"}
-        record["truncated_examples"] = [s.problem_id for s in stats if s.truncated(max_length)]
-        (out / "sft_audit.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        (out / "sft_audit_example.txt").write_text(rendered + "\n", encoding="utf-8")
-    return Audit(summary=summary, kept=kept, stats=stats)
+        write_audit(result, out_dir)
+    return result
+
+
+def write_audit(result: Audit, out_dir: str | Path) -> None:
+    """``sft_audit.json`` (the summary, truncated examples) and ``sft_audit_example.txt`` (the marked example)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = result.summary
+    record = {k: v for k, v in dataclasses.asdict(summary).items() if k != "rendered"}
+    record["truncated_examples"] = [s.problem_id for s in result.stats if s.truncated(summary.max_length)]
+    (out / "sft_audit.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (out / "sft_audit_example.txt").write_text(summary.rendered + "\n", encoding="utf-8")
 
 
 def check_prepared_dataset(dataset: Any, result: Audit, *, packing: bool, max_length: int) -> None:
@@ -499,7 +517,8 @@ def _stop_token_ids(model_path: str, tokenizer: Any) -> set[int]:
 
 
 def training_arguments(cfg: SftConfig, output_dir: Path) -> Any:
-    """trl ``SFTConfig`` for ``cfg``: bf16 weights and mixed precision on GPU, fp32 on CPU."""
+    """trl ``SFTConfig`` for ``cfg``: bf16 weights and mixed precision on GPU, fp32 on CPU. Chat rows mask
+    with trl's ``assistant_only_loss``; Harmony rows arrive tokenised with their own ``assistant_masks``."""
     from trl import SFTConfig
 
     gpu = on_gpu()
@@ -509,7 +528,7 @@ def training_arguments(cfg: SftConfig, output_dir: Path) -> Any:
     extra = {"optim": cfg.optim} if cfg.optim else {}
     try:
         return SFTConfig(
-            output_dir=str(output_dir), assistant_only_loss=True, max_length=cfg.max_length,
+            output_dir=str(output_dir), assistant_only_loss=cfg.format == "chat", max_length=cfg.max_length,
             packing=cfg.packing, packing_strategy="bfd", learning_rate=cfg.learning_rate,
             num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
             lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
@@ -532,23 +551,40 @@ def run(cfg: SftConfig) -> SftResult:
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
-    examples = load_sft_dataset(cfg.data)
+    harmony = cfg.format == "harmony"
+    if harmony:
+        from training.sft_harmony import audit_harmony, load_harmony_dataset
+
+        examples: Sequence[Any] = load_harmony_dataset(cfg.data)
+    else:
+        examples = load_sft_dataset(cfg.data)
     model_path = resolve_model(cfg.model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
     except OSError as exc:
         raise ConfigError(f"model {cfg.model!r}: cannot load its tokenizer ({exc})") from None
-    tokenizer.chat_template = resolve_chat_template(tokenizer, cfg.chat_template)
+    if not harmony:
+        tokenizer.chat_template = resolve_chat_template(tokenizer, cfg.chat_template)
     out_dir = Path(cfg.out)
     args = training_arguments(cfg, out_dir)  # before the audit: a typo in a trainer option fails at once
     main_process = PartialState().is_main_process
     if cfg.audit_example >= len(examples):
         raise ConfigError(f"audit_example {cfg.audit_example}: the dataset has {len(examples)} examples")
-    checked = audit(examples, tokenizer, max_length=cfg.max_length, drop_untrainable=cfg.drop_untrainable,
-                    stop_token_ids=_stop_token_ids(model_path, tokenizer), source=cfg.data,
-                    template_name=cfg.chat_template, render_index=cfg.audit_example,
-                    out_dir=out_dir if main_process else None, echo=print if main_process else None)
-    train = Dataset.from_list([{"messages": examples[i].messages} for i in checked.kept])
+    echo = print if main_process else None
+    if harmony:
+        checked, rendered = audit_harmony(examples, tokenizer, cfg.harmony, max_length=cfg.max_length,
+                                          drop_untrainable=cfg.drop_untrainable, source=cfg.data,
+                                          render_index=cfg.audit_example, echo=echo)
+        if main_process:
+            write_audit(checked, out_dir)
+        rows = [{"input_ids": rendered[i][0], "assistant_masks": rendered[i][1]} for i in checked.kept]
+    else:
+        checked = audit(examples, tokenizer, max_length=cfg.max_length, drop_untrainable=cfg.drop_untrainable,
+                        stop_token_ids=_stop_token_ids(model_path, tokenizer), source=cfg.data,
+                        template_name=cfg.chat_template, render_index=cfg.audit_example,
+                        out_dir=out_dir if main_process else None, echo=echo)
+        rows = [{"messages": examples[i].messages} for i in checked.kept]
+    train = Dataset.from_list(rows)
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=train, processing_class=tokenizer)
     check_prepared_dataset(trainer.train_dataset, checked, packing=cfg.packing, max_length=cfg.max_length)
     resume = get_last_checkpoint(str(out_dir)) if cfg.resume and out_dir.is_dir() else None
@@ -571,9 +607,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return cli("python -m training.sft", __doc__.split("\n\n")[0], SftConfig, run, DEFAULT_CONFIG, argv)
 
 
-__all__ = ["KIT_CHAT_TEMPLATE", "Audit", "AuditError", "AuditSummary", "ExampleStats", "SftConfig",
+__all__ = ["FORMATS", "KIT_CHAT_TEMPLATE", "Audit", "AuditError", "AuditSummary", "ExampleStats", "SftConfig",
            "SftExample", "SftResult", "audit", "check_prepared_dataset", "load_sft_dataset", "main",
-           "render_mask", "resolve_chat_template", "run", "training_arguments"]
+           "render_mask", "resolve_chat_template", "run", "training_arguments", "write_audit"]
 
 if __name__ == "__main__":
     sys.exit(main())
