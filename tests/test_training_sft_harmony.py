@@ -91,6 +91,7 @@ def test_audit_marks_the_trained_spans_and_rejects_a_non_gpt_oss_tokenizer(tmp_p
     assert "print(6 * 7)<|call|>" in shown and shown.rstrip().endswith(f"\\boxed{{42}}.<|return|>{MARK_CLOSE}")
     assert f"{MARK_OPEN}42" not in shown and "What is 6 times 7?" not in shown.split(MARK_OPEN, 1)[-1]
     assert result.summary.kept == 3 and 0 < result.summary.trained_tokens < result.summary.tokens
+    assert [sum(mask) for _, mask in rendered] == [result.summary.trained_tokens // 3] * 3
     assert any("checks passed" in line for line in lines)
     with pytest.raises(AuditError, match="outside the model's vocabulary"):
         audit_harmony(examples, AutoTokenizer.from_pretrained(build_tiny_model()), HarmonySettings(),
