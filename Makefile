@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) bench/selection.py
 	$(PY) bench/grpo_toy.py
 	$(PY) bench/difficulty.py
+	$(PY) bench/harmony.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -84,7 +84,7 @@ def check_kernel_metadata(meta: dict, path: Path, competition: str | None = None
         if datasets is not None and ds not in datasets:
             known = ", ".join(sorted(datasets)) or "none"
             raise SubmissionError(f"{path} field 'dataset_sources[{i}]': {ds!r} is not a built dataset "
-                                  f"(built: {known}); build it with `python -m submission wheels`/`model` "
+                                  f"(built: {known}); build it with `python -m submission wheels`/`model`/`encodings` "
                                   f"or drop it from the config")
 
 
