@@ -36,6 +36,8 @@ def test_default_dryrun_tiny_model_answers_all_reference_problems(tmp_path: Path
     assert {p["problem_id"] for p in problems} == ids
     assert len(samples) == 40  # 4 samples per problem, every one recorded
     assert all(s["tokens"] > 0 for s in samples)
+    # the text protocol streams top-5 logprobs too: every finished sample has its confidence
+    assert all(isinstance(s["entropy_mean"], float) for s in samples if s["finish_reason"] in ("stop", "length"))
     assert summary["tokens"] == sum(p["tokens"] for p in problems)
     assert read_events(tmp_path / "records.jsonl", "run_end")
     assert "Traceback" not in proc.stderr
