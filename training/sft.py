@@ -410,6 +410,20 @@ def audit(examples: Sequence[SftExample], tokenizer: Any, *, max_length: int, dr
         if idx == render_index:
             rendered = render_mask(tokenizer, ids, mask, max_length)
             shown = render_mask(tokenizer, ids, mask, max_length, elide=600)
+    result = conclude_audit(stats, source=source, template_name=template_name, max_length=max_length,
+                            drop_untrainable=drop_untrainable, stop_names=stop_names, rendered=rendered)
+    if echo is not None:
+        echo_audit(result, echo, "reasoning trained, prompt masked, turn ends with "
+                   f"{'/'.join(stop_names)}, every kept example has trainable tokens", render_index, shown)
+    if out_dir is not None:
+        write_audit(result, out_dir)
+    return result
+
+
+def conclude_audit(stats: list[ExampleStats], *, source: str, template_name: str, max_length: int,
+                   drop_untrainable: bool, stop_names: list[str], rendered: str) -> Audit:
+    """The examples to keep and the summary, from every example's stats (both formats): untrainable examples
+    (nothing left after truncation) fail the audit naming the first, or are dropped and counted."""
     untrainable = [s for s in stats if s.trained == 0]
     if untrainable and not drop_untrainable:
         first, others = untrainable[0], ", ".join(s.problem_id for s in untrainable[1:6])
@@ -423,23 +437,22 @@ def audit(examples: Sequence[SftExample], tokenizer: Any, *, max_length: int, dr
         raise AuditError(f"{source}: every example is untrainable at max_length={max_length}")
     lengths = [stats[i].tokens for i in kept]
     summary = AuditSummary(
-        source=source, chat_template=template_name, max_length=max_length, examples=len(examples),
+        source=source, chat_template=template_name, max_length=max_length, examples=len(stats),
         kept=len(kept), dropped=[s.problem_id for s in untrainable],
         truncated=sum(stats[i].truncated(max_length) for i in kept),
         tokens=sum(min(n, max_length) for n in lengths), trained_tokens=sum(stats[i].trained for i in kept),
         tokens_min=min(lengths), tokens_median=statistics.median(lengths), tokens_max=max(lengths),
         stop_tokens=stop_names, rendered=rendered)
-    if echo is not None:
-        echo(f"sft audit: {summary}")
-        echo("sft audit: checks passed: reasoning trained, prompt masked, turn ends with "
-             f"{'/'.join(stop_names)}, every kept example has trainable tokens")
-        if rendered:
-            echo(f"sft audit: example {render_index} ({stats[render_index].problem_id}); trained tokens "
-                 f"between {MARK_OPEN} {MARK_CLOSE}:\n{shown}")
-    result = Audit(summary=summary, kept=kept, stats=stats)
-    if out_dir is not None:
-        write_audit(result, out_dir)
-    return result
+    return Audit(summary=summary, kept=kept, stats=stats)
+
+
+def echo_audit(result: Audit, echo: Callable[[str], None], checks: str, render_index: int, shown: str) -> None:
+    """Print the summary, the checks that passed and the rendered example (shortened)."""
+    echo(f"sft audit: {result.summary}")
+    echo(f"sft audit: checks passed: {checks}")
+    if shown:
+        echo(f"sft audit: example {render_index} ({result.stats[render_index].problem_id}); trained tokens "
+             f"between {MARK_OPEN} {MARK_CLOSE}:\n{shown}")
 
 
 def write_audit(result: Audit, out_dir: str | Path) -> None:

@@ -20,7 +20,6 @@ A row: ``{"problem_id": ..., "messages": [{"role": "user", "content": ...}, {"ro
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from kit.runtime.protocols.harmony import (
     harmony_encoding,
 )
 from training.common import read_jsonl
-from training.sft import MARK_CLOSE, MARK_OPEN, Audit, AuditError, AuditSummary, ExampleStats, render_mask
+from training.sft import Audit, AuditError, ExampleStats, conclude_audit, echo_audit, render_mask
 
 CHANNELS = ("analysis", "commentary", "final")
 ROLES = ("developer", "user", "assistant", "tool")
@@ -169,26 +168,10 @@ def audit_harmony(examples: Sequence[HarmonyExample], tokenizer: Any, settings: 
         if idx == render_index:
             full = render_mask(tokenizer, ids, mask, max_length)
             shown = render_mask(tokenizer, ids, mask, max_length, elide=600)
-    untrainable = [s for s in stats if s.trained == 0]
-    if untrainable and not drop_untrainable:
-        s = untrainable[0]
-        raise AuditError(f"{source}:{s.line} (problem_id {s.problem_id}): no trainable token left after truncation "
-                         f"to max_length={max_length}; raise max_length or set drop_untrainable: true")
-    kept = [i for i, s in enumerate(stats) if s.trained > 0]
-    if not kept:
-        raise AuditError(f"{source}: every example is untrainable at max_length={max_length}")
-    lengths = [stats[i].tokens for i in kept]
-    summary = AuditSummary(
-        source=source, chat_template="harmony", max_length=max_length, examples=len(examples), kept=len(kept),
-        dropped=[s.problem_id for s in untrainable], truncated=sum(stats[i].truncated(max_length) for i in kept),
-        tokens=sum(min(n, max_length) for n in lengths), trained_tokens=sum(stats[i].trained for i in kept),
-        tokens_min=min(lengths), tokens_median=statistics.median(lengths), tokens_max=max(lengths),
-        stop_tokens=["<|return|>", "<|call|>"], rendered=full)
+    result = conclude_audit(stats, source=source, template_name="harmony", max_length=max_length,
+                            drop_untrainable=drop_untrainable, stop_names=["<|return|>", "<|call|>"], rendered=full)
     if echo is not None:
-        echo(f"sft audit: {summary}")
-        echo("sft audit: checks passed: Harmony ids equal the tokenizer's, only the assistant's own tokens trained "
-             "(not the system/user/tool messages nor the <|start|>assistant headers the runtime writes), "
-             "calls end in <|call|>, the answer in <|return|>")
-        echo(f"sft audit: example {render_index} ({stats[render_index].problem_id}); trained tokens between "
-             f"{MARK_OPEN} {MARK_CLOSE}:\n{shown}")
-    return Audit(summary=summary, kept=kept, stats=stats), rendered
+        echo_audit(result, echo, "Harmony ids equal the tokenizer's, only the assistant's own tokens trained (not "
+                   "the system/user/tool messages nor the <|start|>assistant headers the runtime writes), calls "
+                   "end in <|call|>, the answer in <|return|>", render_index, shown)
+    return result, rendered

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "resources"
@@ -13,3 +14,13 @@ def resource_path(*parts: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"bundled resource {'/'.join(parts)!r} not found under {ROOT}")
     return path
+
+
+CACHE_ENV = "AIMO_KIT_CACHE"
+
+
+def cache_dir(*parts: str) -> Path:
+    """The kit's cache (built tiny models, the unpacked o200k file): ``$AIMO_KIT_CACHE`` or
+    ``~/.cache/aimo-kit``, joined with ``parts``."""
+    root = os.environ.get(CACHE_ENV)
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "aimo-kit").joinpath(*parts)

@@ -24,11 +24,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kit.runtime.protocols.harmony import O200K_FILE, encodings_folder, harmony_encoding
+from kit.runtime.resources import cache_dir
 from kit.runtime.tiny_model import TinyModelError, bigram_head, build_cached
 
 CACHE_NAME = "tiny-gpt-oss-v1"
@@ -76,8 +76,7 @@ class TinyGptOssSpec:
 
 
 def default_path() -> Path:
-    root = os.environ.get("AIMO_KIT_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "aimo-kit") / CACHE_NAME
+    return cache_dir(CACHE_NAME)
 
 
 def harmony_tokenizer():  # -> transformers.PreTrainedTokenizerFast

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kit.runtime.config import read_json
+from kit.runtime.resources import cache_dir
 
 MARKER_FILE = "aimo_kit_tiny_model.json"
 """Written last into a built model dir: the spec hash that makes the cache reusable."""
@@ -458,9 +459,7 @@ def _model_config(tok, spec: TinyModelSpec) -> dict[str, object]:
 
 def default_path() -> Path:
     """``$AIMO_KIT_CACHE/tiny-qwen2-v1`` or ``~/.cache/aimo-kit/tiny-qwen2-v1``."""
-    root = os.environ.get("AIMO_KIT_CACHE")
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "aimo-kit"
-    return base / CACHE_NAME
+    return cache_dir(CACHE_NAME)
 
 
 def _is_reusable(path: Path, digest: str) -> bool:

