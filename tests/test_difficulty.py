@@ -368,7 +368,7 @@ def test_simulate_cli_adds_ours_with_the_predictor(trained: tuple[Path, object],
     assert kit_main(["simulate", "--runs", "4", "--policies", "ours", "--difficulty", str(out), "--json", str(table),
                      "--plot", str(tmp_path / "sim.png")]) == 0
     rows = json.loads(table.read_text())
-    assert [r["policy"] for r in rows] == ["ours", "ours+difficulty", "oracle"]
+    assert [r["policy"] for r in rows] == ["ours", "ours+difficulty", "oracle", "untimed majority"]
     assert kit_main(["simulate", "--runs", "4", "--pool", "synthetic", "--difficulty", str(out),
                      "--plot", str(tmp_path / "s.png")]) == 2  # synthetic problems have no text to read
 

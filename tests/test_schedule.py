@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,6 @@ from kit.runtime.throughput import SpeedModel
 from kit.runtime.voting import StopRules
 from kit.sim.replay import ReplayConfig, ReplayEngine
 from kit.sim.simulate import (
-    Oracle,
     SimProblem,
     compare,
     monte_carlo,
@@ -32,11 +32,11 @@ from kit.sim.simulate import (
 
 AIMO2 = get_profile("aimo2")
 SPEED = SpeedModel.l4x4_7b_awq()
-ALL = [*POLICIES, "oracle"]
+ALL = list(POLICIES)
 
 
 def _policy(name: str):
-    return Oracle() if name == "oracle" else make_policy(name)
+    return make_policy(name)
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +187,51 @@ def test_ours_beats_the_baselines_on_two_pools(sky) -> None:
         assert all(r.overruns == 0 for r in reports.values())
 
 
+def test_the_oracle_bounds_every_policy_in_every_run(sky) -> None:
+    """The timed bound (kit.sim.bounds) is >= every policy's score competition by competition, on recorded and
+    synthetic pools of several shapes, on fast and slow hardware, and on the AIMO3 pool."""
+    from kit.sim.pools import AIMO3_SPEC, SYNTHETIC_SHAPES
+    from kit.sim.simulate import bound_report
+
+    cases = [(sky, "aimo2", SPEED), (sky, "aimo2", SpeedModel.l4x4_14b_awq()),
+             (_hard_pool(), "aimo2", SpeedModel.l4x4_14b_awq()),
+             (pool_synthetic(AIMO3_SPEC), "aimo3", SpeedModel.h100_gpt_oss_120b())]
+    cases += [(pool_synthetic(SYNTHETIC_SHAPES[name]), "aimo2", SpeedModel.l4x4_14b_awq())
+              for name in ("syn-r1-8", "syn-long", "syn-short")]
+    for pool, profile, speed in cases:
+        bound = bound_report(pool, runs=12, profile=profile, speed=speed)
+        for name in POLICIES:
+            scores = monte_carlo(pool, lambda n=name: make_policy(n), runs=12, profile=profile, speed=speed).scores
+            assert all(b >= s for b, s in zip(bound.scores, scores, strict=True)), (name, profile, bound.scores, scores)
+
+
+def test_bounds_on_hand_made_problems() -> None:
+    from kit.sim.bounds import least_cost, oracle_score, untimed_majority
+
+    speed = SpeedModel(step_s=1.0)  # one second per decode step, nothing else
+    easy = SimProblem("e", 7, ((7, 10), (3, 5)))  # shortest correct sample: 10 tokens = 10 s alone
+    fallback = SimProblem("f", AIMO2.fallback_answer, ((5, 100),))  # the fallback answer is right: free
+    never = SimProblem("n", 9, ((1, 3), (2, 4)))  # no sample right: out of reach
+    slow = SimProblem("s", 4, ((4, 40), (4, 50)))
+    assert [least_cost(p, profile=AIMO2, speed=speed) for p in (easy, fallback, never, slow)] == [10.0, 0.0,
+                                                                                                   float("inf"), 40.0]
+    assert oracle_score([easy, fallback, never, slow], profile=AIMO2, speed=speed, available_seconds=45).score == 2
+    assert oracle_score([easy, fallback, never, slow], profile=AIMO2, speed=speed, available_seconds=50).score == 3
+    assert oracle_score([slow], profile=AIMO2, speed=speed, available_seconds=1e9, per_call_seconds=30).score == 0
+    assert untimed_majority([easy, never, slow]) == pytest.approx(2 / 3)  # easy: 7 vs 3, tie -> larger (7)
+
+
+def test_the_run_twice_rule_gives_a_penalized_score() -> None:
+    from kit.sim.pools import AIMO3_SPEC
+
+    pool = pool_synthetic(AIMO3_SPEC)
+    r = monte_carlo(pool, lambda: make_policy("aimo3_baseline"), runs=30, profile="aimo3",
+                    speed=SpeedModel.h100_gpt_oss_120b())
+    assert r.penalized_score is not None and r.penalized_std > 0
+    # two independent runs of the same problems: their mean has the single run's expectation, less spread
+    assert abs(r.penalized_score - r.expected_score) < 1.5 and r.penalized_std <= statistics.stdev(r.scores) + 1e-9
+
+
 def test_race_matches_the_real_solver_on_the_replay_engine(sky) -> None:
     """The simulator's analytic race and the real solver agree on decision, answer, samples and time."""
     from kit.offline.traces import load_pool
@@ -236,11 +281,12 @@ def test_simulate_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
                            "--plot", str(png)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
-    assert [r["policy"] for r in rows] == ["ours", "second_place", "linspace", "equal", "oracle"]
+    assert [r["policy"] for r in rows] == ["ours", "second_place", "linspace", "equal", "oracle", "untimed majority"]
     for r in rows:
         assert set(r) == {"policy", "expected_score", "ci_low", "ci_high", "mean_seconds", "p99_seconds",
-                          "overruns", "oracle_fraction"}
+                          "overruns", "oracle_fraction", "penalized_score", "penalized_std"}
         assert r["ci_low"] <= r["expected_score"] <= r["ci_high"]
+        assert r["penalized_score"] is None  # AIMO2 runs once
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert "ours" in proc.stdout and "of oracle" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "kit", "simulate", "--hardware", "abacus"],

@@ -41,6 +41,9 @@ class Profile:
     modulus_wording: str = ""
     """Sentence added to prompts so the model answers in the expected form."""
     notes: tuple[str, ...] = field(default=())
+    runs_twice: bool = False
+    """The private leaderboard runs the notebook twice (AIMO3): a problem scores 1 when both runs are right,
+    0.5 when one is; the simulator reports that penalized score."""
 
     def __post_init__(self) -> None:
         if self.answer_min > self.answer_max:
@@ -108,6 +111,7 @@ AIMO3 = Profile(
     gateway_class="AIMO3InferenceServer",
     competition_slug="ai-mathematical-olympiad-progress-prize-3",
     modulus_wording="The answer is an integer from 0 to 99999.",
+    runs_twice=True,
     notes=(
         "No implicit modulus: an out-of-range answer is an abstention.",
         "Private LB runs the notebook twice (both right = 1, one = 0.5): keep runs deterministic.",

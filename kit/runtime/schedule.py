@@ -15,7 +15,8 @@ time is plentiful, give-up on hopeless splits), the public baseline's ``linspace
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -71,6 +72,9 @@ class BankState:
     n_problems: int
     max_samples: int = 64
     """Samples one problem can run at once: min(the solver's samples, the engine's ``max_num_seqs``)."""
+    max_tokens: int = 12_000
+    """Tokens per sample the solver allows (its ``max_tokens``): every policy's token budget. Policies decide
+    time, samples and stopping; the token cap is the model's (12k for R1-style on 4×L4, 65k for gpt-oss)."""
     throughput: Throughput = field(default_factory=lambda: Throughput(SpeedModel.l4x4_7b_awq()))
     """The engine's speed model, corrected by every outcome (``TimeBank.record``)."""
     lengths: LengthModel = field(default_factory=LengthModel)
@@ -102,7 +106,7 @@ class TimeBank:
     def __init__(self, policy: Policy, profile: Profile | str | None = None, *, start: float,
                  total_seconds: float | None = None, startup_seconds: float = 0.0,
                  safety_seconds: float | None = None, call_margin_seconds: float = 30.0,
-                 n_problems: int | None = None, max_samples: int = 64,
+                 n_problems: int | None = None, max_samples: int = 64, max_tokens: int = 12_000,
                  speed: SpeedModel | None = None) -> None:
         self.profile = get_profile(profile)
         self.policy = policy
@@ -116,7 +120,7 @@ class TimeBank:
             safety_seconds = min(120.0, 0.05 * total)
         self.state = BankState(start=start, end=start + total - startup_seconds - safety_seconds,
                                per_call=self.profile.per_call_seconds, n_problems=n_problems or self.profile.n_problems,
-                               max_samples=max_samples,
+                               max_samples=max_samples, max_tokens=max_tokens,
                                throughput=Throughput(speed or SpeedModel.l4x4_7b_awq()))
 
     @property
@@ -155,7 +159,6 @@ class EqualSplit:
     """Every problem gets total/N seconds; time a problem does not use is lost (no carry-over)."""
 
     n_samples: int = 16
-    max_tokens: int = 12_000
     rules: StopRules = DEFAULT_RULES
     name: str = "equal"
     _share: float | None = None
@@ -163,7 +166,7 @@ class EqualSplit:
     def budget(self, state: BankState, now: float, problem: Any) -> Budget:
         if self._share is None:
             self._share = (state.end - state.start) / state.n_problems
-        return Budget(now + self._share, self.n_samples, self.max_tokens, self.rules)
+        return Budget(now + self._share, self.n_samples, state.max_tokens, self.rules)
 
     def report(self, outcome: Outcome) -> None:
         pass
@@ -176,7 +179,6 @@ class Linspace:
     "speedrun" downshift to fewer samples when the time per remaining problem gets short."""
 
     n_samples: int = 32
-    max_tokens: int = 12_000
     speedrun_below: float = 240.0
     speedrun_samples: int = 16
     name: str = "linspace"
@@ -187,7 +189,7 @@ class Linspace:
         per_left = state.left(now) / state.problems_left
         n = self.speedrun_samples if per_left < self.speedrun_below else self.n_samples
         rules = StopRules(agreements=(), certain=False)
-        return Budget(deadline, n, self.max_tokens, rules)
+        return Budget(deadline, n, state.max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:
         pass
@@ -202,50 +204,92 @@ class SecondPlace:
     levels: tuple[tuple[float, int, float], ...] = ((300.0, 10, 570.0), (360.0, 13, 630.0),
                                                     (420.0, 15, 690.0), (float("inf"), 17, 720.0))
     """(time per remaining question below which the level applies, samples, cap seconds)."""
-    max_tokens: int = 12_000
     name: str = "second_place"
 
     def budget(self, state: BankState, now: float, problem: Any) -> Budget:
         per_left = state.left(now) / state.problems_left
         n, cap = next((n, cap) for below, n, cap in self.levels if per_left < below)
         rules = StopRules(agreements=SECOND_PLACE_RULES, certain=False, weighting=SECOND_PLACE_WEIGHTING)
-        return Budget(now + min(cap, max(per_left, 0.0) * 1.6), n, self.max_tokens, rules)
+        return Budget(now + min(cap, max(per_left, 0.0) * 1.6), n, state.max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:
         pass
 
 
-LADDER: tuple[tuple[int, int], ...] = ((8, 12_000), (12, 12_000), (16, 12_000), (24, 12_000), (32, 12_000))
-"""(samples, max tokens per sample) rungs, cheapest first."""
+LADDER: tuple[int, ...] = (8, 12, 16, 24, 32)
+"""Sample-count rungs of ``ours``, cheapest first."""
+
+
+def equalized_allowance(history: Sequence[Outcome], share: float, *, cut_reasons: tuple[str, ...] = ("deadline",),
+                        ) -> float | None:
+    """The per-problem cap ``A`` at which the problems seen so far would have used ``share`` seconds each on
+    average: ``mean(min(T_i, A)) = share``, with ``T_i`` a problem's natural stop time (its seconds, or at
+    least its seconds when the deadline cut it: counted as using all of ``A``). None when even an unlimited
+    cap uses less than ``share`` (time does not bind: no cap is needed).
+
+    Why this cap: with a concave return of time per problem and problems alike before they start, the best
+    split gives every problem the same cap and lets the early stoppers return their unused time — water
+    filling. Time a quick problem leaves is worth spending only where a problem would still use it, and a
+    cap higher than this one spends tomorrow's share today (a stretch factor does exactly that when time
+    binds)."""
+    if not history or share <= 0:
+        return None
+    natural = [o.seconds for o in history if not o.reason.startswith(cut_reasons)]
+    cut = len(history) - len(natural)
+    if cut == 0 and statistics.fmean(natural) <= share:
+        return None
+
+    def usage(cap: float) -> float:
+        return (sum(min(t, cap) for t in natural) + cut * cap) / len(history)
+
+    if usage(share) >= share:  # even the fair share is used up: the cap is the share (usage(A) >= A-ish)
+        lo, hi = 0.0, share
+    else:
+        lo, hi = share, share * 2
+        while usage(hi) < share and hi < 1e7:
+            hi *= 2
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        if usage(mid) < share:
+            lo = mid
+        else:
+            hi = mid
+    return hi
 
 
 @dataclass
 class Ours:
-    """Bank share with carry-over, a sample/token budget sized to the time available, early stop on
-    agreement or certainty, and a give-up rule for hopeless splits.
+    """The value of time: each problem gets the cap at which the run's problems would spend their fair share
+    on average, the richest sample/token rung whose expected time fits that cap, early stop on agreement or
+    certainty, a first-finish quorum, and a give-up rule for hopeless splits.
 
-    * share = time left / problems left; the deadline is ``now + min(stretch × share, what leaves
-      reserve × share for each later problem)``: easy problems stop early on agreement, so a generous
-      deadline only costs time on contested ones, which is where it can still pay;
-    * samples and max tokens: the richest rung of ``ladder`` whose *expected* time fits the allowance:
-      the samples decode in lock-step until the quorum's share of them has finished, at the length this
-      run's samples reached at that share (:class:`~kit.runtime.throughput.LengthModel`; before any
-      problem, spread evenly up to max tokens) — time that fixed settings leave unused buys more and
-      longer samples, and the deadline still bounds the unlucky problems;
+    * share = time left / problems left; the allowance is :func:`equalized_allowance` of the problems so far
+      (None — time does not bind — or before ``warmup`` problems: ``stretch × share``), never more than what
+      leaves ``reserve × share`` for each later problem. Early stoppers lend their unused time to the
+      contested problems, but only as much as those would use: when most problems run into their deadline
+      the cap falls to the share itself (equal split), when most stop early it rises;
+    * samples: the richest rung of ``ladder`` whose *expected* time fits the allowance: the
+      samples decode in lock-step until the quorum's share of them has finished, at the length this run's
+      samples reached at that share (:class:`~kit.runtime.throughput.LengthModel`; before any problem, spread
+      evenly up to max tokens) — time that fixed settings leave unused buys more and longer samples;
     * the throughput model is the bank's (the engine's speed model corrected by every measured problem,
       :class:`~kit.runtime.throughput.Throughput`), so a slower-than-expected machine shrinks the rungs;
-    * give-up: after ``hopeless_after`` finished samples with no two agreeing, settle with the leader;
-    * ``difficulty``: optional hook ``problem → factor`` (≈1 for an average problem) scaling the
-      stretch, fed by the difficulty predictor of the training kit.
+    * quorum: vote among the first ``max(quorum_min, quorum × n)`` finishers (short samples are right more
+      often); give-up after ``hopeless_after`` finished samples with no two agreeing;
+    * ``difficulty``: optional hook ``problem → factor`` (≈1 for an average problem) scaling the allowance,
+      fed by the difficulty predictor of the training kit.
     """
 
-    ladder: tuple[tuple[int, int], ...] = LADDER
+    ladder: tuple[int, ...] = LADDER
     stretch: float = 2.0
     reserve: float = 0.5
+    warmup: int = 3
+    """Problems seen before the equalized allowance replaces ``stretch × share``."""
     hopeless_after: int | None = 7
     quorum: float | None = 0.25
     """First-finish quorum as a fraction of the samples (None: off): with many samples racing, vote
     among the first quarter to finish (see ``StopRules.quorum``)."""
+    quorum_min: int = 3
     prompt_tokens: int = 250
     agreements: tuple[Agreement, ...] = (Agreement(4, 4, "first"), Agreement(5, 6, "upto"),
                                          Agreement(6, 9, "upto"), Agreement(7, 12, "upto"),
@@ -254,7 +298,7 @@ class Ours:
     name: str = "ours"
 
     def _quorum(self, n: int) -> int | None:
-        return max(3, round(self.quorum * n)) if self.quorum else None
+        return min(max(self.quorum_min, round(self.quorum * n)), n) if self.quorum else None
 
     def _expected_seconds(self, state: BankState, n: int, max_tokens: int) -> float:
         """Time until a problem on this rung stops, typically: its samples decode together until the
@@ -265,24 +309,27 @@ class Ours:
         speed = state.throughput.model
         return speed.prefill_seconds(self.prompt_tokens) + speed.chunk_seconds(n, n * self.prompt_tokens, int(length))
 
-    def budget(self, state: BankState, now: float, problem: Any) -> Budget:
+    def allowance(self, state: BankState, now: float) -> float:
         left = state.left(now)
         n_left = state.problems_left
         share = left / n_left
-        factor = 1.0
+        cap = equalized_allowance(state.history, share) if len(state.history) >= self.warmup else None
+        allowance = self.stretch * share if cap is None else cap
+        return max(min(allowance, left - self.reserve * share * (n_left - 1)), 0.0)
+
+    def budget(self, state: BankState, now: float, problem: Any) -> Budget:
+        allowance = self.allowance(state, now)
         if self.difficulty is not None and problem is not None:
             factor = min(max(float(self.difficulty(problem)), 0.25), 4.0)
-        keep_for_others = self.reserve * share * (n_left - 1)
-        allowance = max(min(self.stretch * factor * share, left - keep_for_others), 0.0)
-        n, max_tokens = self.ladder[0]
+            allowance = min(allowance * factor, state.left(now))
+        n = self.ladder[0]
         for rung in self.ladder:
-            if self._expected_seconds(state, *rung) <= allowance:
-                n, max_tokens = rung
+            if self._expected_seconds(state, rung, state.max_tokens) <= allowance:
+                n = rung
         n = min(n, state.max_samples)
-        quorum = self._quorum(n)
         rules = StopRules(agreements=self.agreements, certain=True, hopeless_after=self.hopeless_after,
-                          quorum=quorum)
-        return Budget(now + allowance, n, max_tokens, rules)
+                          quorum=self._quorum(n))
+        return Budget(now + allowance, n, state.max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:
         pass
@@ -300,8 +347,6 @@ class AIMO3Baseline:
     high: float = 900.0
     n_samples: int = 8
     k: int = 4
-    max_tokens: int = 65_536
-    """Tokens per attempt at most (the context window bounds it first: 65,536 with the prompt)."""
     name: str = "aimo3_baseline"
 
     def __post_init__(self) -> None:
@@ -312,7 +357,7 @@ class AIMO3Baseline:
         seconds = min(max(state.left(now) - (state.problems_left - 1) * self.base, self.base), self.high)
         rules = StopRules(agreements=(Agreement(self.k, self.k, "any"),), certain=False,
                           weighting=Weighting(confidence="mean"))
-        return Budget(now + seconds, self.n_samples, self.max_tokens, rules)
+        return Budget(now + seconds, self.n_samples, state.max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:
         pass

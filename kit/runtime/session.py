@@ -67,7 +67,8 @@ class Session:
         self.bank = TimeBank(policy, profile, start=engine.clock.now(), total_seconds=config.total(profile),
                              startup_seconds=self.startup_seconds,
                              call_margin_seconds=2 * config.call_margin_seconds,
-                             n_problems=n_problems, max_samples=self.max_samples, speed=speed)
+                             n_problems=n_problems, max_samples=self.max_samples,
+                             max_tokens=self.solver_config.max_tokens, speed=speed)
         self.model = engine_label(engine)
         self.last: ProblemResult | None = None
         """The latest problem's result, also when its solve was cancelled (``predict``'s timeout)."""

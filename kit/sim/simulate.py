@@ -17,99 +17,31 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from kit.offline.runs import load_pool_run, load_records_run
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.schedule import Budget, Outcome, Policy, TimeBank, make_policy
+from kit.runtime.solver_config import AIMO3_SOLVER, SolverConfig
 from kit.runtime.throughput import SpeedModel
-from kit.runtime.tokens import ApproxTokenizer
 from kit.runtime.voting import Ballot, StopRules, Vote
+from kit.sim.bounds import oracle_competition, untimed_majority
+from kit.sim.pools import (
+    SimProblem,
+    SyntheticSpec,
+    draw_problems,
+    load_pool_arg,
+    pool_from_records,
+    pool_from_traces,
+    pool_synthetic,
+)
 
-
-@dataclass(frozen=True)
-class SimProblem:
-    pid: str
-    gold: int | None
-    samples: tuple[tuple[int | None, int], ...]
-    """(normalised answer or None, generated tokens) of each recorded sample."""
-    prompt_tokens: int = 200
-    text: str = field(default="", repr=False)
-    """The problem statement, for hooks that look at it (the time bank's difficulty predictor); "" when
-    the source has none."""
-
-    @property
-    def accuracy(self) -> float:
-        return sum(a == self.gold for a, _ in self.samples) / len(self.samples)
-
-
-# --- pools -----------------------------------------------------------------------------------------
-
-
-def pool_from_traces(pool: str | Path, profile: Profile | str | None = None) -> list[SimProblem]:
-    """Problems of a recorded trace pool, read by :func:`kit.offline.runs.load_pool_run` (answers normalised
-    for the profile; approximate token counts, as the replay engine counts)."""
-    tok = ApproxTokenizer()
-    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.samples),
-                       tok.count(p.problem) + 60, text=p.problem)
-            for p in load_pool_run(pool, profile=profile).problems]
-
-
-def pool_from_records(path: str | Path, profile: Profile | str | None = None, *,
-                      texts: Mapping[str, str] | None = None) -> list[SimProblem]:
-    """Problems of our own run records (finished samples only; read and validated by
-    :func:`kit.offline.runs.load_records_run`). :attr:`SimProblem.text` is the recorded statement unless
-    ``texts`` (problem id → statement) gives one."""
-    prof = get_profile(profile)
-    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.done), text=p.problem)
-            for p in load_records_run(path, texts=texts).problems
-            if p.done and p.gold is not None and prof.in_range(p.gold)]
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """A pool calibrated to published figures for an R1-distill-class model on AIME-level problems:
-    pass@1 ≈ 0.34 spread over problems (many near 0, some easy), correct samples shorter than wrong
-    ones (median ≈ 4.3k vs ≈ 9.0k tokens), wrong answers partly concentrated on a distractor."""
-
-    problems: int = 60
-    samples: int = 32
-    accuracy_beta: tuple[float, float] = (0.45, 0.85)
-    correct_median: float = 4300.0
-    wrong_median: float = 9000.0
-    length_sigma: float = 0.55
-    max_tokens: int = 32_000
-    distractor_share: float = 0.35
-    no_answer_share: float = 0.1
-    seed: int = 0
-
-
-def pool_synthetic(spec: SyntheticSpec = SyntheticSpec()) -> list[SimProblem]:
-    rng = random.Random(spec.seed)
-    out = []
-    for k in range(spec.problems):
-        p = rng.betavariate(*spec.accuracy_beta)
-        gold = rng.randrange(1000)
-        distractor = (gold + rng.randrange(1, 1000)) % 1000
-        rows = []
-        for _ in range(spec.samples):
-            if rng.random() < p:
-                tokens = int(rng.lognormvariate(math.log(spec.correct_median), spec.length_sigma))
-                answer: int | None = gold
-            else:
-                tokens = int(rng.lognormvariate(math.log(spec.wrong_median), spec.length_sigma))
-                u = rng.random()
-                answer = None if u < spec.no_answer_share else (
-                    distractor if u < spec.no_answer_share + spec.distractor_share else rng.randrange(1000))
-            if tokens >= spec.max_tokens:
-                tokens, answer = spec.max_tokens, None
-            rows.append((answer, max(tokens, 1)))
-        out.append(SimProblem(f"syn{k}", gold, tuple(rows)))
-    return out
-
+__all__ = [
+    "CompetitionResult", "PolicyReport", "RaceResult", "SimProblem", "SyntheticSpec", "bound_report", "compare",
+    "draw_problems", "load_pool_arg",
+    "monte_carlo", "plot", "pool_from_records", "pool_from_traces", "pool_synthetic", "race", "run_competition",
+]
 
 # --- one problem -----------------------------------------------------------------------------------
 
@@ -183,25 +115,37 @@ class CompetitionResult:
     total_overrun: bool
     budgets: list[Budget] = field(default_factory=list)
     """The time bank's budget of each problem, in run order."""
+    problems: list[SimProblem] = field(default_factory=list)
+    """The run's problems, in order."""
     throughput_scale: float = 1.0
     """What the bank had learnt at the end: measured / predicted seconds."""
+
+
+def default_max_tokens(profile: Profile) -> int:
+    """The token cap of the stack a profile is played with: the gpt-oss solver's 65,536 for AIMO3 (a run twice,
+    H100 competition), the R1-style solver's 12,000 otherwise."""
+    return (AIMO3_SOLVER if profile.runs_twice else SolverConfig()).max_tokens
 
 
 def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Profile, speed: SpeedModel,
                     rng: random.Random, n_problems: int = 50, startup_seconds: float = 600.0,
                     overhead_seconds: float = 2.0, slowdown: Callable[[float], float] | None = None,
-                    prior: SpeedModel | None = None) -> CompetitionResult:
+                    prior: SpeedModel | None = None, problems: Sequence[SimProblem] | None = None,
+                    max_tokens: int | None = None) -> CompetitionResult:
     """One simulated run: problems in random order, the bank's budgets, races, answers.
 
     ``speed`` is the machine; ``prior`` what the time bank believes at the start (an engine preset's speed
     model; None: the machine's own). ``slowdown(t)`` multiplies step times from run time ``t`` on
-    (throughput dropping mid-run).
+    (throughput dropping mid-run). ``problems``: the run's problems in order (the private leaderboard's
+    second run of the same set); None: drawn from ``pool`` with ``rng``, which then draws the samples.
+    ``max_tokens``: the solver's token cap per sample (None: the profile's stack, :func:`default_max_tokens`).
     """
-    problems = [rng.choice(pool) for _ in range(n_problems)]
-    rng.shuffle(problems)
+    problems = draw_problems(pool, rng, n_problems) if problems is None else list(problems)
+    n_problems = len(problems)
     max_samples = min(len(p.samples) for p in pool)
     bank = TimeBank(policy, profile, start=0.0, startup_seconds=startup_seconds, n_problems=n_problems,
-                    max_samples=max_samples, speed=prior or speed)
+                    max_samples=max_samples, max_tokens=max_tokens or default_max_tokens(profile),
+                    speed=prior or speed)
     budgets: list[Budget] = []
     now = startup_seconds
     score = 0
@@ -230,33 +174,8 @@ def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Prof
         # the solver's own seconds, as a real run reports them (the call overhead is not generation)
         bank.record(Outcome(r.seconds, r.tokens, r.reason, r.finished, b.n_samples, r.margin, lengths=r.lengths,
                             prompt_tokens=prob.prompt_tokens))
-    return CompetitionResult(score, now, rows, call_overrun, now > profile.total_seconds, budgets,
-                             bank.throughput.scale)
-
-
-# --- the oracle ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Oracle:
-    """Upper bound: knows each problem's true per-sample accuracy. A problem none of whose samples is
-    ever right is answered at once (no policy can win it by voting), and the time it would have used
-    goes to the others; otherwise it plays like ``ours`` with the richest budgets."""
-
-    base: Any = field(default_factory=lambda: make_policy("ours"))
-    name: str = "oracle"
-
-    def budget(self, state: Any, now: float, problem: Any) -> Budget:
-        b = self.base.budget(state, now, problem)
-        if isinstance(problem, SimProblem) and problem.accuracy == 0.0:
-            return Budget(now, b.n_samples, b.max_tokens, b.rules, skip=True)
-        return b
-
-    def report(self, outcome: Outcome) -> None:
-        self.base.report(outcome)
-
-    def skips(self, problem: Any) -> bool:
-        return isinstance(problem, SimProblem) and problem.accuracy == 0.0
+    return CompetitionResult(score, now, rows, call_overrun, now > profile.total_seconds, budgets=budgets,
+                             throughput_scale=bank.throughput.scale, problems=problems)
 
 
 # --- Monte Carlo -----------------------------------------------------------------------------------
@@ -272,10 +191,20 @@ class PolicyReport:
     p99_seconds: float
     overruns: int
     oracle_fraction: float = float("nan")
+    """Expected score over the timed bound's (:mod:`kit.sim.bounds`) on the same competitions."""
     per_problem_seconds: list[float] = field(default_factory=list)
+    scores: list[int] = field(default_factory=list)
+    """Score of each competition, in seed order (the same competitions for every policy)."""
+    penalized_score: float | None = None
+    """Profiles whose private set runs twice (AIMO3): the expected score of two independent runs of the same
+    problems in the same order, a problem scoring 1 when both are right, 0.5 when one is, 0 otherwise."""
+    penalized_std: float | None = None
+    """Its spread (standard deviation over competitions)."""
 
     def row(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "per_problem_seconds"}
+        """The table row (JSON-safe: a figure that does not apply, like a bound's seconds, is None)."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in self.__dict__.items()
+                if k not in ("per_problem_seconds", "scores")}
 
 
 def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy], *, runs: int,
@@ -283,10 +212,12 @@ def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy]
                 n_problems: int = 50, startup_seconds: float = 600.0,
                 slowdown: Callable[[float], float] | None = None, prior: SpeedModel | None = None) -> PolicyReport:
     """``runs`` competitions with common random numbers (the same seeds for every policy); ``prior`` as in
-    :func:`run_competition`."""
+    :func:`run_competition`. For a profile whose private set runs twice (AIMO3) each competition is played a
+    second time on the same problems with other sample draws: :attr:`PolicyReport.penalized_score`."""
     prof = get_profile(profile)
     sp = speed or SpeedModel.l4x4_7b_awq()
     scores, seconds, overruns, per_problem = [], [], 0, []
+    penalized: list[float] = []
     name = ""
     for k in range(runs):
         policy = policy_factory()
@@ -299,42 +230,68 @@ def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy]
         overruns += res.call_overrun or res.total_overrun
         if k < 50:
             per_problem.extend(s for s, _ in res.per_problem)
+        if prof.runs_twice:
+            again = run_competition(pool, policy_factory(), profile=prof, speed=sp,
+                                    rng=random.Random(seed * 100_003 + k + 7_919_000), slowdown=slowdown,
+                                    prior=prior, startup_seconds=startup_seconds, problems=res.problems)
+            overruns += again.call_overrun or again.total_overrun
+            penalized.append(sum((a + b) / 2 for (_, a), (_, b) in zip(res.per_problem, again.per_problem,
+                                                                       strict=True)))
     mean = statistics.fmean(scores)
     half = 1.96 * statistics.stdev(scores) / math.sqrt(runs) if runs > 1 else 0.0
     ordered = sorted(seconds)
     p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
-    return PolicyReport(name, mean, mean - half, mean + half, statistics.fmean(seconds), p99, overruns,
-                        per_problem_seconds=per_problem)
+    report = PolicyReport(name, mean, mean - half, mean + half, statistics.fmean(seconds), p99, overruns,
+                          per_problem_seconds=per_problem, scores=scores)
+    if penalized:
+        report.penalized_score = statistics.fmean(penalized)
+        report.penalized_std = statistics.stdev(penalized) if len(penalized) > 1 else 0.0
+    return report
+
+
+def _summary(name: str, scores: Sequence[float], seconds: Sequence[float]) -> PolicyReport:
+    mean = statistics.fmean(scores)
+    half = 1.96 * statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
+    return PolicyReport(name, mean, mean - half, mean + half, statistics.fmean(seconds), p99, 0,
+                        scores=[int(x) for x in scores])
+
+
+def bound_report(pool: Sequence[SimProblem], *, runs: int, profile: Profile | str | None = None,
+                 speed: SpeedModel | None = None, seed: int = 0, n_problems: int = 50,
+                 startup_seconds: float = 600.0) -> PolicyReport:
+    """The timed bound (:func:`kit.sim.bounds.oracle_competition`) on the competitions :func:`monte_carlo`
+    plays with the same ``seed``: row ``oracle``; ``seconds`` is start-up + the bound's generation time."""
+    prof = get_profile(profile)
+    sp = speed or SpeedModel.l4x4_7b_awq()
+    bounds = [oracle_competition(pool, profile=prof, speed=sp, rng=random.Random(seed * 100_003 + k),
+                                 n_problems=n_problems, startup_seconds=startup_seconds) for k in range(runs)]
+    return _summary("oracle", [b.score for b in bounds], [startup_seconds + b.seconds for b in bounds])
 
 
 def compare(pool: Sequence[SimProblem], names: Sequence[str], *, runs: int, seed: int = 0,
             profile: Profile | str | None = None, speed: SpeedModel | None = None,
             n_problems: int = 50, startup_seconds: float = 600.0,
             extra: Sequence[Callable[[], Policy]] = ()) -> list[PolicyReport]:
-    """Every named policy, then the ``extra`` policy factories (e.g. ``ours`` with a difficulty hook),
-    plus the oracle, on the same simulated competitions."""
+    """Every named policy, then the ``extra`` policy factories (e.g. ``ours`` with a difficulty hook), on the
+    same simulated competitions, then the rows ``oracle`` (the timed bound of :mod:`kit.sim.bounds` on those
+    competitions) and ``untimed majority`` (majority of every recorded sample, ``n_problems`` × its share)."""
     reports = []
     factories: list[Callable[[], Policy]] = [lambda n=name: make_policy(n) for name in names]
-    for factory in [*factories, *extra, Oracle]:
+    for factory in [*factories, *extra]:
         reports.append(monte_carlo(pool, factory, runs=runs, profile=profile, speed=speed, seed=seed,
                                    n_problems=n_problems, startup_seconds=startup_seconds))
-    oracle = reports[-1].expected_score
+    bound = bound_report(pool, runs=runs, profile=profile, speed=speed, seed=seed, n_problems=n_problems,
+                         startup_seconds=startup_seconds)
+    untimed = untimed_majority(pool) * n_problems
+    reports += [bound, PolicyReport("untimed majority", untimed, untimed, untimed, float("nan"), float("nan"), 0)]
     for r in reports:
-        r.oracle_fraction = r.expected_score / oracle if oracle > 0 else float("nan")
+        r.oracle_fraction = r.expected_score / bound.expected_score if bound.expected_score > 0 else float("nan")
     return reports
 
 
 # --- command line ----------------------------------------------------------------------------------
-
-
-def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0) -> list[SimProblem]:
-    """``synthetic``, a bundled trace pool name, a trace file/folder, or a run-records jsonl."""
-    if pool == "synthetic":
-        return pool_synthetic(SyntheticSpec(seed=seed))
-    path = Path(pool)
-    if path.is_file() and path.name.startswith("records"):
-        return pool_from_records(path, profile)
-    return pool_from_traces(pool, profile)
 
 
 def plot(reports: Sequence[PolicyReport], path: Path, title: str) -> None:

@@ -1,0 +1,161 @@
+"""Pools of recorded or synthetic problems for the competition simulator, and the family they are judged on.
+
+A :class:`SimProblem` is what the simulator needs of a problem: its gold answer and, per sample, the
+normalised answer and the tokens it took. Pools come from recorded traces (:func:`pool_from_traces`), our own
+run records (:func:`pool_from_records`) or synthetic specs (:class:`SyntheticSpec`); :data:`FAMILY` names the
+pools a time policy is tuned and validated on (leave-one-pool-out, :mod:`kit.sim.tune`), so that no rule is
+fitted to one pool (docs/design.md "Time bank").
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from kit.offline.runs import load_pool_run, load_records_run
+from kit.runtime.profiles import Profile, get_profile
+from kit.runtime.tokens import ApproxTokenizer
+
+
+@dataclass(frozen=True)
+class SimProblem:
+    pid: str
+    gold: int | None
+    samples: tuple[tuple[int | None, int], ...]
+    """(normalised answer or None, generated tokens) of each recorded sample."""
+    prompt_tokens: int = 200
+    text: str = field(default="", repr=False)
+    """The problem statement, for hooks that look at it (the time bank's difficulty predictor); "" when
+    the source has none."""
+
+    @property
+    def accuracy(self) -> float:
+        return sum(a == self.gold for a, _ in self.samples) / len(self.samples)
+
+
+# --- pools -----------------------------------------------------------------------------------------
+
+
+def pool_from_traces(pool: str | Path, profile: Profile | str | None = None) -> list[SimProblem]:
+    """Problems of a recorded trace pool, read by :func:`kit.offline.runs.load_pool_run` (answers normalised
+    for the profile; approximate token counts, as the replay engine counts)."""
+    tok = ApproxTokenizer()
+    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.samples),
+                       tok.count(p.problem) + 60, text=p.problem)
+            for p in load_pool_run(pool, profile=profile).problems]
+
+
+def pool_from_records(path: str | Path, profile: Profile | str | None = None, *,
+                      texts: Mapping[str, str] | None = None) -> list[SimProblem]:
+    """Problems of our own run records (finished samples only; read and validated by
+    :func:`kit.offline.runs.load_records_run`). :attr:`SimProblem.text` is the recorded statement unless
+    ``texts`` (problem id → statement) gives one."""
+    prof = get_profile(profile)
+    return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.done), text=p.problem)
+            for p in load_records_run(path, texts=texts).problems
+            if p.done and p.gold is not None and prof.in_range(p.gold)]
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A pool calibrated to published figures for an R1-distill-class model on AIME-level problems:
+    pass@1 ≈ 0.34 spread over problems (many near 0, some easy), correct samples shorter than wrong
+    ones (median ≈ 4.3k vs ≈ 9.0k tokens), wrong answers partly concentrated on a distractor."""
+
+    problems: int = 60
+    samples: int = 32
+    accuracy_beta: tuple[float, float] = (0.45, 0.85)
+    correct_median: float = 4300.0
+    wrong_median: float = 9000.0
+    length_sigma: float = 0.55
+    max_tokens: int = 32_000
+    distractor_share: float = 0.35
+    no_answer_share: float = 0.1
+    answer_range: int = 1000
+    """Answers are drawn from 0..answer_range-1 (100,000 for AIMO3)."""
+    seed: int = 0
+
+
+def pool_synthetic(spec: SyntheticSpec = SyntheticSpec()) -> list[SimProblem]:
+    rng = random.Random(spec.seed)
+    out = []
+    for k in range(spec.problems):
+        p = rng.betavariate(*spec.accuracy_beta)
+        n = spec.answer_range
+        gold = rng.randrange(n)
+        distractor = (gold + rng.randrange(1, n)) % n
+        rows = []
+        for _ in range(spec.samples):
+            if rng.random() < p:
+                tokens = int(rng.lognormvariate(math.log(spec.correct_median), spec.length_sigma))
+                answer: int | None = gold
+            else:
+                tokens = int(rng.lognormvariate(math.log(spec.wrong_median), spec.length_sigma))
+                u = rng.random()
+                answer = None if u < spec.no_answer_share else (
+                    distractor if u < spec.no_answer_share + spec.distractor_share else rng.randrange(n))
+            if tokens >= spec.max_tokens:
+                tokens, answer = spec.max_tokens, None
+            rows.append((answer, max(tokens, 1)))
+        out.append(SimProblem(f"syn{k}", gold, tuple(rows)))
+    return out
+
+
+def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0) -> list[SimProblem]:
+    """``synthetic``, a bundled trace pool name, a trace file/folder, or a run-records jsonl."""
+    if pool == "synthetic":
+        return pool_synthetic(SyntheticSpec(seed=seed))
+    path = Path(pool)
+    if path.is_file() and path.name.startswith("records"):
+        return pool_from_records(path, profile)
+    return pool_from_traces(pool, profile)
+
+
+def draw_problems(pool: Sequence[SimProblem], rng: random.Random, n_problems: int) -> list[SimProblem]:
+    """A competition's problems, in run order: the first draws of ``rng`` (so every policy and the bound of
+    :mod:`kit.sim.bounds` meet the same problems for the same seed)."""
+    problems = [rng.choice(pool) for _ in range(n_problems)]
+    rng.shuffle(problems)
+    return problems
+
+
+SYNTHETIC_SHAPES: dict[str, SyntheticSpec] = {
+    "syn-r1-32": SyntheticSpec(),
+    "syn-r1-8": SyntheticSpec(samples=8, seed=1),
+    "syn-r1-64": SyntheticSpec(samples=64, seed=2),
+    "syn-easy": SyntheticSpec(accuracy_beta=(2.0, 0.8), seed=3),
+    "syn-hard": SyntheticSpec(accuracy_beta=(0.3, 1.5), seed=4),
+    "syn-long": SyntheticSpec(correct_median=9000.0, wrong_median=17_000.0, seed=5),
+    "syn-short": SyntheticSpec(correct_median=1500.0, wrong_median=3200.0, seed=6),
+    "syn-short-8": SyntheticSpec(samples=8, correct_median=1500.0, wrong_median=3200.0, seed=7),
+    "syn-hard-8": SyntheticSpec(samples=8, accuracy_beta=(0.3, 1.5), seed=8),
+}
+"""Synthetic shapes around the calibrated R1-distill pool: easy- and hard-heavy accuracy, 8 to 64 samples,
+long and short traces (each its own seed: independent problems)."""
+
+AIMO3_SPEC = SyntheticSpec(problems=60, samples=32, accuracy_beta=(1.6, 0.7), correct_median=22_000.0,
+                           wrong_median=38_000.0, length_sigma=0.45, max_tokens=65_536, distractor_share=0.3,
+                           no_answer_share=0.1, answer_range=100_000, seed=11)
+"""An AIMO3-like pool for gpt-oss-120b: 32 recorded attempts per problem (8 of them race in a run, so the
+second run of the private set draws others), answers 0–99999, pass@1 ≈ 0.7 spread over problems (the
+top AIMO3 scores were 44/50 with majority voting), reasoning of 20–40k tokens (65k context: the winners
+raised it from 32k because attempts were cut), correct attempts shorter than wrong ones."""
+
+
+def family(profile: Profile | str | None = None) -> dict[str, Callable[[], list[SimProblem]]]:
+    """The pools a time policy is judged on: every bundled recorded pool and the synthetic shapes (AIMO2
+    profiles), or the AIMO3-like pool and its 16-attempt variant (``aimo3``). Loaders, so a caller pays only
+    for the pools it uses."""
+    prof = get_profile(profile)
+    if prof.name == "aimo3":
+        return {"syn-aimo3": lambda: pool_synthetic(AIMO3_SPEC),
+                "syn-aimo3-hard": lambda: pool_synthetic(replace(AIMO3_SPEC, accuracy_beta=(0.8, 0.9), seed=12)),
+                "syn-aimo3-long": lambda: pool_synthetic(replace(AIMO3_SPEC, correct_median=32_000.0,
+                                                                 wrong_median=48_000.0, seed=13))}
+    pools: dict[str, Callable[[], list[SimProblem]]] = {
+        name: (lambda n=name: pool_from_traces(n, prof)) for name in ("skythought_aime24", "nemoskills", "tora_gsm8k")}
+    pools |= {name: (lambda spec=spec: pool_synthetic(spec)) for name, spec in SYNTHETIC_SHAPES.items()}
+    return pools
