@@ -36,8 +36,10 @@ from kit.runtime.sandbox import SandboxError
 from kit.runtime.schedule import Ours
 from kit.runtime.throughput import SPEED_PRESETS
 from kit.runtime.tiny_model import TinyModelError
+from kit.sim.pools import family
 from kit.sim.replay import engine_factory
-from kit.sim.simulate import compare, load_pool_arg, plot
+from kit.sim.simulate import compare, hardware_max_seqs, load_pool_arg, plot
+from kit.sim.tune import tune
 
 KnownError = (FileNotFoundError, ValueError, ConfigError, PresetDoesNotFit, EngineStartError, SandboxError,
               TinyModelError)
@@ -147,13 +149,16 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             "time, overruns, fraction of the oracle) and writes a plot."
         ),
     )
-    p.add_argument("--pool", default="skythought_aime24",
+    p.add_argument("--pool", default=None,
                    help="skythought_aime24 (default), synthetic, a trace file/folder, or a records.jsonl")
-    p.add_argument("--policies", default="ours,second_place,linspace,equal",
-                   help="comma-separated policies (the oracle is always added)")
+    p.add_argument("--policies", default=None,
+                   help="comma-separated policies (default: ours,second_place,linspace,equal; under --profile aimo3 "
+                        "ours,aimo3_baseline,equal,linspace); the bounds are always added")
     p.add_argument("--runs", type=int, default=1000, help="simulated competitions per policy")
     p.add_argument("--problems", type=int, default=50, help="problems per competition")
-    p.add_argument("--hardware", default="l4x4-7b-awq", help="speed model: l4x4-7b-awq, l4x4-14b-awq")
+    p.add_argument("--hardware", default=None,
+                   help="speed model: l4x4-7b-awq, l4x4-14b-awq, h100-7b-bf16, h100-gpt-oss-120b (--tune: a "
+                        "comma-separated list)")
     p.add_argument("--startup", type=_seconds, default=600.0, help="model loading time before the first problem")
     p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
     p.add_argument("--seed", type=int, default=0)
@@ -161,9 +166,55 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="difficulty predictor folder: adds the row 'ours+difficulty' (ours with its hook)")
     p.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
     p.add_argument("--plot", type=Path, default=Path("runs/simulate.png"), help="per-problem time plot (PNG)")
+    p.add_argument("--tune", nargs="?", const="", default=None, metavar="POLICY",
+                   help="search POLICY's parameters (default: ours; aimo3_baseline under --profile aimo3) over the pool "
+                        "family and --hardware (comma-separated), report in-sample and leave-one-pool-out scores")
+    p.add_argument("--pools", default="family",
+                   help="--tune: comma-separated pools (family names, bundled pools, files) or 'family' (default)")
+    p.add_argument("--tune-runs", type=int, default=30, help="--tune: competitions per grid point and cell")
+
+
+def _simulate_defaults(args: argparse.Namespace) -> None:
+    """Pool, hardware and policies the options leave out: the AIMO2 ones, or the AIMO3 ones under --profile aimo3."""
+    aimo3 = args.profile == "aimo3"
+    args.pool = args.pool or ("syn-aimo3" if aimo3 else "skythought_aime24")
+    tune_hw = "h100-gpt-oss-120b" if aimo3 else "l4x4-7b-awq,l4x4-14b-awq"
+    args.hardware = args.hardware or (tune_hw if args.tune is not None else tune_hw.split(",")[0])
+    args.policies = args.policies or ("ours,aimo3_baseline,equal,linspace" if aimo3 else "ours,second_place,linspace,equal")
+
+
+def _tune(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    policy = args.tune or ("aimo3_baseline" if args.profile == "aimo3" else "ours")
+    known = family(args.profile)
+    names = list(known) if args.pools == "family" else [n.strip() for n in args.pools.split(",") if n.strip()]
+    pools = {n: known[n]() if n in known else load_pool_arg(n, args.profile, args.seed) for n in names}
+    hardware = [h.strip() for h in args.hardware.split(",")]
+    for hw in hardware:
+        if hw not in SPEED_PRESETS:
+            raise ValueError(f"unknown hardware {hw!r}; choose one of {sorted(SPEED_PRESETS)}")
+    print(f"tuning {policy} on {len(pools)} pools x {len(hardware)} hardware, {args.tune_runs} competitions per "
+          f"point and cell, profile {args.profile}", flush=True)
+    result = tune(policy, pools, hardware, runs=args.tune_runs, profile=args.profile, seed=args.seed,
+                  progress=lambda m: print(m, flush=True))
+    print(f"chosen on all pools: {dict(result.chosen)}   (defaults {dict(result.default)})")
+    print(f"{'pool':<20}{'default':>9}{'in-sample':>11}{'held-out':>10}  held-out parameters")
+    rows = result.rows()
+    for r in rows:
+        print(f"{r['pool']:<20}{r['default']:>9.2f}{r['in_sample']:>11.2f}{r['held_out']:>10.2f}  {r['held_out_params']}")
+    print(f"({time.perf_counter() - start:.0f} s)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"policy": policy, "chosen": dict(result.chosen),
+                                         "default": dict(result.default), "rows": rows}, indent=2))
+        print(f"json: {args.json}")
+    return 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    _simulate_defaults(args)
+    if args.tune is not None:
+        return _tune(args)
     if args.hardware not in SPEED_PRESETS:
         raise ValueError(f"unknown hardware {args.hardware!r}; choose one of {sorted(SPEED_PRESETS)}")
     if args.runs < 2:
@@ -180,13 +231,17 @@ def _simulate(args: argparse.Namespace) -> int:
         extra.append(lambda: Ours(difficulty=hook, name="ours+difficulty"))
     reports = compare(pool, names, runs=args.runs, seed=args.seed, profile=args.profile,
                       speed=SPEED_PRESETS[args.hardware], n_problems=args.problems,
-                      startup_seconds=args.startup, extra=extra)
+                      startup_seconds=args.startup, extra=extra, max_num_seqs=hardware_max_seqs(args.hardware))
     print(f"pool {args.pool} ({len(pool)} problems), {args.runs} competitions x {args.problems} problems, "
           f"hardware {args.hardware}, start-up {args.startup:.0f} s, profile {args.profile}")
-    print(f"{'policy':<16}{'score':>8}{'95% CI':>18}{'mean s':>9}{'p99 s':>9}{'overruns':>10}{'of oracle':>11}")
+    twice = reports[0].penalized_score is not None
+    print(f"{'policy':<18}{'score':>8}{'95% CI':>18}{'mean s':>9}{'p99 s':>9}{'overruns':>10}{'of oracle':>11}"
+          + ("   penalized (sd)" if twice else ""))
     for r in reports:
-        print(f"{r.policy:<16}{r.expected_score:>8.2f}   [{r.ci_low:6.2f}, {r.ci_high:6.2f}]"
-              f"{r.mean_seconds:>9.0f}{r.p99_seconds:>9.0f}{r.overruns:>10}{r.oracle_fraction:>11.3f}")
+        seconds = "" if r.mean_seconds != r.mean_seconds else f"{r.mean_seconds:>9.0f}{r.p99_seconds:>9.0f}"
+        print(f"{r.policy:<18}{r.expected_score:>8.2f}   [{r.ci_low:6.2f}, {r.ci_high:6.2f}]"
+              f"{seconds or ' ' * 18}{r.overruns:>10}{r.oracle_fraction:>11.3f}"
+              + (f"   {r.penalized_score:6.2f} ({r.penalized_std:.2f})" if r.penalized_score is not None else ""))
     plot(reports, args.plot, f"{args.pool}: seconds per problem ({args.hardware})")
     print(f"plot: {args.plot}   ({time.perf_counter() - start:.1f} s)")
     if args.json is not None:

@@ -105,9 +105,13 @@ def pool_synthetic(spec: SyntheticSpec = SyntheticSpec()) -> list[SimProblem]:
 
 
 def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0) -> list[SimProblem]:
-    """``synthetic``, a bundled trace pool name, a trace file/folder, or a run-records jsonl."""
+    """``synthetic``, a pool of :func:`family` (e.g. ``syn-r1-8``, ``syn-aimo3``), a bundled trace pool name, a
+    trace file/folder, or a run-records jsonl."""
     if pool == "synthetic":
         return pool_synthetic(SyntheticSpec(seed=seed))
+    named = {**family("aimo2"), **family("aimo3")}
+    if pool in named:
+        return named[pool]()
     path = Path(pool)
     if path.is_file() and path.name.startswith("records"):
         return pool_from_records(path, profile)

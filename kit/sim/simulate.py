@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kit.runtime.engines.presets import PRESETS
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.schedule import Budget, Outcome, Policy, TimeBank, make_policy
 from kit.runtime.solver_config import AIMO3_SOLVER, SolverConfig
@@ -39,7 +40,7 @@ from kit.sim.pools import (
 
 __all__ = [
     "CompetitionResult", "PolicyReport", "RaceResult", "SimProblem", "SyntheticSpec", "bound_report", "compare",
-    "draw_problems", "load_pool_arg",
+    "draw_problems", "hardware_max_seqs", "load_pool_arg",
     "monte_carlo", "plot", "pool_from_records", "pool_from_traces", "pool_synthetic", "race", "run_competition",
 ]
 
@@ -121,6 +122,12 @@ class CompetitionResult:
     """What the bank had learnt at the end: measured / predicted seconds."""
 
 
+def hardware_max_seqs(hardware: str) -> int | None:
+    """``max_num_seqs`` of the engine preset that names this speed model (``h100-gpt-oss-120b`` → the
+    ``h100-gpt-oss`` preset's 8), None when no preset does."""
+    return next((p.max_num_seqs for p in PRESETS.values() if p.speed == hardware), None)
+
+
 def default_max_tokens(profile: Profile) -> int:
     """The token cap of the stack a profile is played with: the gpt-oss solver's 65,536 for AIMO3 (a run twice,
     H100 competition), the R1-style solver's 12,000 otherwise."""
@@ -131,7 +138,7 @@ def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Prof
                     rng: random.Random, n_problems: int = 50, startup_seconds: float = 600.0,
                     overhead_seconds: float = 2.0, slowdown: Callable[[float], float] | None = None,
                     prior: SpeedModel | None = None, problems: Sequence[SimProblem] | None = None,
-                    max_tokens: int | None = None) -> CompetitionResult:
+                    max_tokens: int | None = None, max_num_seqs: int | None = None) -> CompetitionResult:
     """One simulated run: problems in random order, the bank's budgets, races, answers.
 
     ``speed`` is the machine; ``prior`` what the time bank believes at the start (an engine preset's speed
@@ -139,10 +146,14 @@ def run_competition(pool: Sequence[SimProblem], policy: Policy, *, profile: Prof
     (throughput dropping mid-run). ``problems``: the run's problems in order (the private leaderboard's
     second run of the same set); None: drawn from ``pool`` with ``rng``, which then draws the samples.
     ``max_tokens``: the solver's token cap per sample (None: the profile's stack, :func:`default_max_tokens`).
+    ``max_num_seqs``: sequences the engine decodes at once (its KV cache's limit: 8 attempts of 65k tokens for
+    gpt-oss-120b on an H100); the bank never plans more samples (None: the pool's sample count).
     """
     problems = draw_problems(pool, rng, n_problems) if problems is None else list(problems)
     n_problems = len(problems)
     max_samples = min(len(p.samples) for p in pool)
+    if max_num_seqs is not None:
+        max_samples = min(max_samples, max_num_seqs)
     bank = TimeBank(policy, profile, start=0.0, startup_seconds=startup_seconds, n_problems=n_problems,
                     max_samples=max_samples, max_tokens=max_tokens or default_max_tokens(profile),
                     speed=prior or speed)
@@ -210,10 +221,12 @@ class PolicyReport:
 def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy], *, runs: int,
                 profile: Profile | str | None = None, speed: SpeedModel | None = None, seed: int = 0,
                 n_problems: int = 50, startup_seconds: float = 600.0,
-                slowdown: Callable[[float], float] | None = None, prior: SpeedModel | None = None) -> PolicyReport:
+                slowdown: Callable[[float], float] | None = None, prior: SpeedModel | None = None,
+                second_run: bool | None = None, max_num_seqs: int | None = None) -> PolicyReport:
     """``runs`` competitions with common random numbers (the same seeds for every policy); ``prior`` as in
     :func:`run_competition`. For a profile whose private set runs twice (AIMO3) each competition is played a
-    second time on the same problems with other sample draws: :attr:`PolicyReport.penalized_score`."""
+    second time on the same problems with other sample draws: :attr:`PolicyReport.penalized_score`
+    (``second_run`` False skips it, True forces it)."""
     prof = get_profile(profile)
     sp = speed or SpeedModel.l4x4_7b_awq()
     scores, seconds, overruns, per_problem = [], [], 0, []
@@ -224,16 +237,17 @@ def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy]
         name = policy.name
         res = run_competition(pool, policy, profile=prof, speed=sp, rng=random.Random(seed * 100_003 + k),
                               n_problems=n_problems, startup_seconds=startup_seconds, slowdown=slowdown,
-                              prior=prior)
+                              prior=prior, max_num_seqs=max_num_seqs)
         scores.append(res.score)
         seconds.append(res.seconds)
         overruns += res.call_overrun or res.total_overrun
         if k < 50:
             per_problem.extend(s for s, _ in res.per_problem)
-        if prof.runs_twice:
+        if prof.runs_twice if second_run is None else second_run:
             again = run_competition(pool, policy_factory(), profile=prof, speed=sp,
                                     rng=random.Random(seed * 100_003 + k + 7_919_000), slowdown=slowdown,
-                                    prior=prior, startup_seconds=startup_seconds, problems=res.problems)
+                                    prior=prior, startup_seconds=startup_seconds, problems=res.problems,
+                                    max_num_seqs=max_num_seqs)
             overruns += again.call_overrun or again.total_overrun
             penalized.append(sum((a + b) / 2 for (_, a), (_, b) in zip(res.per_problem, again.per_problem,
                                                                        strict=True)))
@@ -267,13 +281,17 @@ def bound_report(pool: Sequence[SimProblem], *, runs: int, profile: Profile | st
     sp = speed or SpeedModel.l4x4_7b_awq()
     bounds = [oracle_competition(pool, profile=prof, speed=sp, rng=random.Random(seed * 100_003 + k),
                                  n_problems=n_problems, startup_seconds=startup_seconds) for k in range(runs)]
-    return _summary("oracle", [b.score for b in bounds], [startup_seconds + b.seconds for b in bounds])
+    report = _summary("oracle", [b.score for b in bounds], [startup_seconds + b.seconds for b in bounds])
+    if prof.runs_twice:  # it knows every sample: the second run wins the same problems
+        report.penalized_score = report.expected_score
+        report.penalized_std = statistics.stdev(report.scores) if runs > 1 else 0.0
+    return report
 
 
 def compare(pool: Sequence[SimProblem], names: Sequence[str], *, runs: int, seed: int = 0,
             profile: Profile | str | None = None, speed: SpeedModel | None = None,
             n_problems: int = 50, startup_seconds: float = 600.0,
-            extra: Sequence[Callable[[], Policy]] = ()) -> list[PolicyReport]:
+            extra: Sequence[Callable[[], Policy]] = (), max_num_seqs: int | None = None) -> list[PolicyReport]:
     """Every named policy, then the ``extra`` policy factories (e.g. ``ours`` with a difficulty hook), on the
     same simulated competitions, then the rows ``oracle`` (the timed bound of :mod:`kit.sim.bounds` on those
     competitions) and ``untimed majority`` (majority of every recorded sample, ``n_problems`` × its share)."""
@@ -281,11 +299,13 @@ def compare(pool: Sequence[SimProblem], names: Sequence[str], *, runs: int, seed
     factories: list[Callable[[], Policy]] = [lambda n=name: make_policy(n) for name in names]
     for factory in [*factories, *extra]:
         reports.append(monte_carlo(pool, factory, runs=runs, profile=profile, speed=speed, seed=seed,
-                                   n_problems=n_problems, startup_seconds=startup_seconds))
+                                   n_problems=n_problems, startup_seconds=startup_seconds, max_num_seqs=max_num_seqs))
     bound = bound_report(pool, runs=runs, profile=profile, speed=speed, seed=seed, n_problems=n_problems,
                          startup_seconds=startup_seconds)
     untimed = untimed_majority(pool) * n_problems
-    reports += [bound, PolicyReport("untimed majority", untimed, untimed, untimed, float("nan"), float("nan"), 0)]
+    twice = get_profile(profile).runs_twice
+    reports += [bound, PolicyReport("untimed majority", untimed, untimed, untimed, float("nan"), float("nan"), 0,
+                                    penalized_score=untimed if twice else None, penalized_std=0.0 if twice else None)]
     for r in reports:
         r.oracle_fraction = r.expected_score / bound.expected_score if bound.expected_score > 0 else float("nan")
     return reports

@@ -1,0 +1,114 @@
+"""Tune a time policy's parameters by simulation, and report them on pools they were not tuned on.
+
+``kit simulate --tune`` searches a grid of a policy's parameters (:data:`GRIDS`) over a family of pools
+(:func:`kit.sim.pools.family`) and hardware models, every grid point on the same simulated competitions
+(common random numbers). Two figures per pool, so that nothing is fitted to the pool it is judged on:
+
+* **in-sample** — the parameters best on *all* pools (what a user gets), scored on this pool;
+* **held-out** — leave-one-pool-out: the parameters best on every *other* pool, scored on this one. The gap
+  between the two is the overfitting a new pool (a new model, a new competition) would see.
+
+The objective is the mean expected score over the (pool, hardware) cells, so a pool with many problems or a
+fast machine counts as much as any other. The AIMO3 private set runs twice; the penalized score has the
+single run's expectation (each problem scores the mean of two independent runs), so tuning uses the
+expected score and reports the penalized one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kit.runtime.profiles import Profile, get_profile
+from kit.runtime.schedule import Policy, make_policy
+from kit.runtime.throughput import SpeedModel, get_speed
+from kit.sim.pools import SimProblem
+from kit.sim.simulate import hardware_max_seqs, monte_carlo
+
+GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "ours": {"quorum": (0.25, 0.35, 0.5), "quorum_min": (3, 4, 5), "stretch": (1.5, 2.0, 3.0)},
+    "aimo3_baseline": {"base": (150.0, 225.0, 300.0, 375.0, 450.0), "high": (600.0, 750.0, 900.0, 1050.0, 1200.0),
+                       "n_samples": (4, 8, 16), "k": (3, 4, 5)},
+}
+"""Parameters searched per policy; every other parameter keeps its default."""
+
+
+@dataclass
+class TuneResult:
+    policy: str
+    grid: dict[str, tuple[Any, ...]]
+    cells: list[tuple[str, str]]
+    """(pool, hardware) pairs, in order."""
+    scores: dict[tuple[tuple[str, Any], ...], list[float]]
+    """Grid point (sorted items) → expected score per cell."""
+    default: tuple[tuple[str, Any], ...]
+    chosen: tuple[tuple[str, Any], ...] = ()
+    """Best on all pools."""
+    held_out: dict[str, tuple[tuple[str, Any], ...]] = field(default_factory=dict)
+    """Pool → the point best on every other pool."""
+
+    def score(self, point: tuple[tuple[str, Any], ...], pool: str) -> float:
+        """Mean expected score of ``point`` over ``pool``'s cells."""
+        return statistics.fmean(s for s, (p, _) in zip(self.scores[point], self.cells, strict=True) if p == pool)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per pool: default, in-sample (chosen on all pools) and held-out (chosen on the others) scores."""
+        pools = list(dict.fromkeys(p for p, _ in self.cells))
+        return [{"pool": pool, "default": self.score(self.default, pool), "in_sample": self.score(self.chosen, pool),
+                 "held_out": self.score(self.held_out[pool], pool), "held_out_params": dict(self.held_out[pool])}
+                for pool in pools]
+
+
+def points(grid: Mapping[str, Sequence[Any]], defaults: Mapping[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+    """Every grid point as sorted ``(name, value)`` items; the policy's defaults are always one of them."""
+    names = sorted(grid)
+    out = [tuple(zip(names, values, strict=True)) for values in itertools.product(*(grid[n] for n in names))]
+    default = tuple((n, defaults[n]) for n in names)
+    return out if default in out else [*out, default]
+
+
+def _best(result: TuneResult, cells: Sequence[int]) -> tuple[tuple[str, Any], ...]:
+    return max(result.scores, key=lambda pt: (statistics.fmean(result.scores[pt][i] for i in cells), pt == result.default))
+
+
+def tune(policy: str, pools: Mapping[str, Sequence[SimProblem]], hardware: Sequence[str | SpeedModel], *,
+         runs: int = 40, profile: Profile | str | None = None, seed: int = 0,
+         grid: Mapping[str, Sequence[Any]] | None = None,
+         progress: Callable[[str], None] | None = None) -> TuneResult:
+    """Score every grid point of ``policy`` on every (pool, hardware) cell and choose in-sample and
+    leave-one-pool-out (see the module docstring). Needs at least two pools for a held-out figure."""
+    if len(pools) < 2:
+        raise ValueError("tuning needs at least two pools (one is held out at a time)")
+    if policy not in GRIDS and grid is None:
+        raise ValueError(f"no tuning grid for policy {policy!r}; known: {sorted(GRIDS)}")
+    grid = dict(grid or GRIDS[policy])
+    prof = get_profile(profile)
+    probe = make_policy(policy)
+    unknown = sorted(set(grid) - set(vars(probe)))
+    if unknown:
+        raise ValueError(f"policy {policy!r} has no parameter(s) {unknown}")
+    defaults = {n: getattr(probe, n) for n in grid}
+    cells = [(name, str(hw if isinstance(hw, str) else "custom")) for name in pools for hw in hardware]
+    speeds = [get_speed(hw) for hw in hardware]
+    max_seqs = [hardware_max_seqs(hw) if isinstance(hw, str) else None for hw in hardware]
+    result = TuneResult(policy, {k: tuple(v) for k, v in grid.items()}, cells, {},
+                        default=tuple((n, defaults[n]) for n in sorted(grid)))
+    for k, point in enumerate(points(grid, defaults)):
+        params = dict(point)
+
+        def factory(params: dict[str, Any] = params) -> Policy:
+            return make_policy(policy, **params)
+
+        result.scores[point] = [monte_carlo(pools[name], factory, runs=runs, profile=prof, speed=speed, seed=seed,
+                                            second_run=False, max_num_seqs=seqs).expected_score
+                                for name in pools for speed, seqs in zip(speeds, max_seqs, strict=True)]
+        if progress is not None and (k + 1) % 10 == 0:
+            progress(f"tune: {k + 1} grid points scored")
+    every = range(len(cells))
+    result.chosen = _best(result, every)
+    for name in pools:
+        result.held_out[name] = _best(result, [i for i, (p, _) in enumerate(cells) if p != name])
+    return result
