@@ -96,7 +96,9 @@ def tune(policy: str, pools: Mapping[str, Sequence[SimProblem]], hardware: Seque
     max_seqs = [hardware_max_seqs(hw) if isinstance(hw, str) else None for hw in hardware]
     result = TuneResult(policy, {k: tuple(v) for k, v in grid.items()}, cells, {},
                         default=tuple((n, defaults[n]) for n in sorted(grid)))
-    for k, point in enumerate(points(grid, defaults)):
+    todo = points(grid, defaults)
+    every_tenth = max(1, len(todo) // 10)
+    for k, point in enumerate(todo):
         params = dict(point)
 
         def factory(params: dict[str, Any] = params) -> Policy:
@@ -105,8 +107,8 @@ def tune(policy: str, pools: Mapping[str, Sequence[SimProblem]], hardware: Seque
         result.scores[point] = [monte_carlo(pools[name], factory, runs=runs, profile=prof, speed=speed, seed=seed,
                                             second_run=False, max_num_seqs=seqs).expected_score
                                 for name in pools for speed, seqs in zip(speeds, max_seqs, strict=True)]
-        if progress is not None and (k + 1) % 10 == 0:
-            progress(f"tune: {k + 1} grid points scored")
+        if progress is not None and ((k + 1) % every_tenth == 0 or k + 1 == len(todo)):
+            progress(f"tune: {k + 1}/{len(todo)} grid points scored")
     every = range(len(cells))
     result.chosen = _best(result, every)
     for name in pools:
