@@ -268,9 +268,10 @@ class Ours:
       leaves ``reserve × share`` for each later problem. Early stoppers lend their unused time to the
       contested problems, but only as much as those would use: when most problems run into their deadline
       the cap falls to the share itself (equal split), when most stop early it rises;
-    * samples: the rung of ``ladder`` with the most votes expected within the allowance (the quorum when
-      it is reached in time, else the samples finished by then; ties: the wider rung, whose first
-      finishers are shorter; when none expects a vote, the narrowest) — :meth:`_expected_votes`;
+    * samples: the richest rung of ``ladder`` whose *expected* time fits the allowance: the
+      samples decode in lock-step until the quorum's share of them has finished, at the length this run's
+      samples reached at that share (:class:`~kit.runtime.throughput.LengthModel`; before any problem, spread
+      evenly up to max tokens) — time that fixed settings leave unused buys more and longer samples;
     * the throughput model is the bank's (the engine's speed model corrected by every measured problem,
       :class:`~kit.runtime.throughput.Throughput`), so a slower-than-expected machine shrinks the rungs;
     * quorum: vote among the first ``max(quorum_min, quorum × n)`` finishers (short samples are right more
@@ -299,22 +300,14 @@ class Ours:
     def _quorum(self, n: int) -> int | None:
         return min(max(self.quorum_min, round(self.quorum * n)), n) if self.quorum else None
 
-    def _expected_votes(self, state: BankState, n: int, allowance: float) -> float:
-        """Votes a problem on rung ``n`` typically has within ``allowance``: the quorum (all ``n`` without one)
-        when its share of the samples finishes in time, else the samples expected to have finished by then.
-
-        Why votes and not "the quorum fits": a deadline that cuts a problem does not lose it, it loses the
-        votes of the samples still running; a wider batch decodes each step a little slower (memory-bound
-        decode) but its first finishers are its shortest samples. The lengths are this run's
-        (:class:`~kit.runtime.throughput.LengthModel`; before any problem, spread evenly up to max tokens)
-        and the speed the bank's measured one, so a slow machine shrinks the rung."""
+    def _expected_seconds(self, state: BankState, n: int, max_tokens: int) -> float:
+        """Time until a problem on this rung stops, typically: its samples decode together until the
+        quorum's share has finished (all of them without a quorum)."""
+        stop = min(self._quorum(n) or n, n)
+        at = state.lengths.quantile(stop / n) if stop < n else None
+        length = min(at if at is not None else max_tokens * stop / n, max_tokens)
         speed = state.throughput.model
-        steps = speed.steps_within(n, n * self.prompt_tokens, state.max_tokens,
-                                   allowance - speed.prefill_seconds(self.prompt_tokens))
-        share = state.lengths.share_within(steps)
-        if share is None:
-            share = min(steps / state.max_tokens, 1.0)
-        return min(self._quorum(n) or n, n * share)
+        return speed.prefill_seconds(self.prompt_tokens) + speed.chunk_seconds(n, n * self.prompt_tokens, int(length))
 
     def allowance(self, state: BankState, now: float) -> float:
         left = state.left(now)
@@ -329,11 +322,11 @@ class Ours:
         if self.difficulty is not None and problem is not None:
             factor = min(max(float(self.difficulty(problem)), 0.25), 4.0)
             allowance = min(allowance * factor, state.left(now))
-        rungs = sorted({min(r, state.max_samples) for r in self.ladder})
-        votes = {r: round(self._expected_votes(state, r, allowance), 6) for r in rungs}
-        # most votes; on a tie the wider rung (shorter first finishers), unless no rung expects any vote:
-        # then the narrowest, whose samples get furthest
-        n = max(rungs, key=lambda r: (votes[r], r if votes[r] > 0 else -r))
+        n = self.ladder[0]
+        for rung in self.ladder:
+            if self._expected_seconds(state, rung, state.max_tokens) <= allowance:
+                n = rung
+        n = min(n, state.max_samples)
         rules = StopRules(agreements=self.agreements, certain=True, hopeless_after=self.hopeless_after,
                           quorum=self._quorum(n))
         return Budget(now + allowance, n, state.max_tokens, rules)

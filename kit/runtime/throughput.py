@@ -10,13 +10,11 @@ layer) means the submission's budgets and the simulator's clock are one piece of
   the model's prediction for the same work (:meth:`SpeedModel.lockstep_seconds`), so a machine three times
   slower than its preset says gets three times smaller budgets after a few problems;
 * :class:`LengthModel` — how far this run's samples get before their problems stop, so the time bank can
-  predict how many of a batch's samples are done by a deadline rather than assume every sample runs to
-  ``max_tokens``.
+  predict when a problem will stop rather than assume every sample runs to ``max_tokens``.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -194,10 +192,10 @@ class LengthModel:
     """How far this run's samples get before their problem ends: every sample's decoded tokens, finished or
     cut at the stop, the deadline or max tokens, over all problems so far.
 
-    Why these lengths and not the samples' natural lengths: the time bank asks how many of a rung's samples
-    are done by the time its problem must stop, and each recorded length is exactly where one sample stood
-    when its problem stopped (a finished sample at its end, the others where the stop cut them). The share
-    at most ``L`` tokens says how much of a batch that reaches ``L`` has typically finished or been settled.
+    Why these lengths and not the samples' natural lengths: the time bank asks how long a problem on a rung
+    takes until it *stops*, and each recorded length is exactly where one sample stood when its problem
+    stopped (a finished sample at its end, the others where the stop cut them). The share ``q/n`` of them
+    says how far the batch typically got before the quorum's ``q`` of ``n`` had finished.
     """
 
     lengths: list[int] = field(default_factory=list)
@@ -207,10 +205,11 @@ class LengthModel:
         self.lengths.extend(int(n) for n in lengths if n > 0)
         self._sorted = None
 
-    def share_within(self, tokens: int) -> float | None:
-        """Share of the lengths seen that are at most ``tokens`` (None before any)."""
-        if not self.lengths:
+    def quantile(self, p: float) -> int | None:
+        """The ``p`` quantile of the lengths seen (None before any, or for ``p`` outside (0, 1))."""
+        if not self.lengths or not 0 < p < 1:
             return None
         if self._sorted is None:
             self._sorted = sorted(self.lengths)
-        return bisect.bisect_right(self._sorted, tokens) / len(self._sorted)
+        ordered = self._sorted
+        return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
