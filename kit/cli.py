@@ -181,18 +181,18 @@ def _simulate_defaults(args: argparse.Namespace) -> None:
     tune_hw = "h100-gpt-oss-120b" if aimo3 else "l4x4-7b-awq,l4x4-14b-awq"
     args.hardware = args.hardware or (tune_hw if args.tune is not None else tune_hw.split(",")[0])
     args.policies = args.policies or ("ours,aimo3_baseline,equal,linspace" if aimo3 else "ours,second_place,linspace,equal")
+    for hw in (h.strip() for h in args.hardware.split(",")) if args.tune is not None else [args.hardware]:
+        if hw not in SPEED_PRESETS:
+            raise ValueError(f"unknown hardware {hw!r}; choose one of {sorted(SPEED_PRESETS)}")
 
 
 def _tune(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     policy = args.tune or ("aimo3_baseline" if args.profile == "aimo3" else "ours")
-    known = family(args.profile)
-    names = list(known) if args.pools == "family" else [n.strip() for n in args.pools.split(",") if n.strip()]
-    pools = {n: known[n]() if n in known else load_pool_arg(n, args.profile, args.seed) for n in names}
+    names = list(family(args.profile)) if args.pools == "family" else [n.strip() for n in args.pools.split(",")
+                                                                          if n.strip()]
+    pools = {n: load_pool_arg(n, args.profile, args.seed) for n in names}
     hardware = [h.strip() for h in args.hardware.split(",")]
-    for hw in hardware:
-        if hw not in SPEED_PRESETS:
-            raise ValueError(f"unknown hardware {hw!r}; choose one of {sorted(SPEED_PRESETS)}")
     print(f"tuning {policy} on {len(pools)} pools x {len(hardware)} hardware, {args.tune_runs} competitions per "
           f"point and cell, profile {args.profile}", flush=True)
     result = tune(policy, pools, hardware, runs=args.tune_runs, profile=args.profile, seed=args.seed,
@@ -215,8 +215,6 @@ def _simulate(args: argparse.Namespace) -> int:
     _simulate_defaults(args)
     if args.tune is not None:
         return _tune(args)
-    if args.hardware not in SPEED_PRESETS:
-        raise ValueError(f"unknown hardware {args.hardware!r}; choose one of {sorted(SPEED_PRESETS)}")
     if args.runs < 2:
         raise ValueError(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
     start = time.perf_counter()

@@ -6,11 +6,11 @@ tracks the time left and asks a pluggable :class:`Policy` for each problem's :cl
 the policy says, the bank clamps the deadline so that neither the per-call limit nor the total limit
 can be exceeded (minus safety margins), and past the cutoff it tells the caller to answer at once.
 
-Policies here: ``ours`` (bank share with carry-over, a cap that grows with the bank, more samples when
-time is plentiful, give-up on hopeless splits), the public baseline's ``linspace`` deadlines with its
-"speedrun" downshift, the AIMO2 2nd place's speed levels, the AIMO3 public notebooks' clamp
-(``aimo3_baseline``), a fixed ``equal`` split, and the ``oracle``
-(simulation only: knows each problem's true accuracy) as the upper bound.
+Policies here: ``ours`` (an equalized per-problem cap from the problems so far, more samples when
+time is plentiful, a first-finish quorum, give-up on hopeless splits), the public baseline's ``linspace``
+deadlines with its "speedrun" downshift, the AIMO2 2nd place's speed levels, the AIMO3 public notebooks'
+clamp (``aimo3_baseline``) and a fixed ``equal`` split. The upper bounds they are judged against live in
+the simulator (``kit.sim.bounds``).
 """
 
 from __future__ import annotations
@@ -220,8 +220,7 @@ LADDER: tuple[int, ...] = (8, 12, 16, 24, 32)
 """Sample-count rungs of ``ours``, cheapest first."""
 
 
-def equalized_allowance(history: Sequence[Outcome], share: float, *, cut_reasons: tuple[str, ...] = ("deadline",),
-                        ) -> float | None:
+def equalized_allowance(history: Sequence[Outcome], share: float) -> float | None:
     """The per-problem cap ``A`` at which the problems seen so far would have used ``share`` seconds each on
     average: ``mean(min(T_i, A)) = share``, with ``T_i`` a problem's natural stop time (its seconds, or at
     least its seconds when the deadline cut it: counted as using all of ``A``). None when even an unlimited
@@ -234,7 +233,7 @@ def equalized_allowance(history: Sequence[Outcome], share: float, *, cut_reasons
     binds)."""
     if not history or share <= 0:
         return None
-    natural = [o.seconds for o in history if not o.reason.startswith(cut_reasons)]
+    natural = [o.seconds for o in history if not o.reason.startswith("deadline")]
     cut = len(history) - len(natural)
     if cut == 0 and statistics.fmean(natural) <= share:
         return None
@@ -260,7 +259,7 @@ def equalized_allowance(history: Sequence[Outcome], share: float, *, cut_reasons
 @dataclass
 class Ours:
     """The value of time: each problem gets the cap at which the run's problems would spend their fair share
-    on average, the richest sample/token rung whose expected time fits that cap, early stop on agreement or
+    on average, the richest sample rung whose expected time fits that cap, early stop on agreement or
     certainty, a first-finish quorum, and a give-up rule for hopeless splits.
 
     * share = time left / problems left; the allowance is :func:`equalized_allowance` of the problems so far

@@ -27,13 +27,12 @@ from kit.runtime.voting import Vote, majority
 from kit.sim.pools import SimProblem, draw_problems
 
 
-def least_cost(problem: SimProblem, *, profile: Profile, speed: SpeedModel, max_tokens: int | None = None) -> float:
+def least_cost(problem: SimProblem, *, profile: Profile, speed: SpeedModel) -> float:
     """Seconds at least to answer ``problem`` right (0 when the fallback answer is its gold; inf when no
-    recorded sample is right within ``max_tokens``)."""
+    recorded sample is right). Ignoring the solver's token cap keeps it a bound for any cap."""
     if problem.gold is not None and problem.gold == profile.fallback_answer:
         return 0.0
-    lengths = [t for a, t in problem.samples if a is not None and a == problem.gold
-               and (max_tokens is None or t <= max_tokens)]
+    lengths = [t for a, t in problem.samples if a is not None and a == problem.gold]
     if not lengths:
         return float("inf")
     tokens = min(lengths)

@@ -109,9 +109,9 @@ def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0
     trace file/folder, or a run-records jsonl."""
     if pool == "synthetic":
         return pool_synthetic(SyntheticSpec(seed=seed))
-    named = {**family("aimo2"), **family("aimo3")}
-    if pool in named:
-        return named[pool]()
+    synthetic = {n: load for n, load in {**family("aimo2"), **family("aimo3")}.items() if n.startswith("syn-")}
+    if pool in synthetic:  # recorded pools fall through: read with this profile's answer normalisation
+        return synthetic[pool]()
     path = Path(pool)
     if path.is_file() and path.name.startswith("records"):
         return pool_from_records(path, profile)

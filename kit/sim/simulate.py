@@ -96,8 +96,7 @@ def race(samples: Sequence[tuple[int | None, int]], *, max_tokens: int, seconds:
         if active > 0 and ballot.check(active).stop:
             reason = ballot.stopped.reason  # type: ignore[union-attr]
             break
-    done = len(lengths)
-    lengths += [pos] * (n - done)  # still running when it ended: cut where the batch was
+    lengths += [pos] * (n - len(lengths))  # still running when it ended: cut where the batch was
     final = ballot.final()
     answered = [v for v in ballot.votes if v.answer is not None]
     margin = sum(v.answer == final.answer for v in answered) / len(answered) if answered else 0.0
@@ -251,12 +250,8 @@ def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy]
             overruns += again.call_overrun or again.total_overrun
             penalized.append(sum((a + b) / 2 for (_, a), (_, b) in zip(res.per_problem, again.per_problem,
                                                                        strict=True)))
-    mean = statistics.fmean(scores)
-    half = 1.96 * statistics.stdev(scores) / math.sqrt(runs) if runs > 1 else 0.0
-    ordered = sorted(seconds)
-    p99 = ordered[min(len(ordered) - 1, math.ceil(0.99 * len(ordered)) - 1)]
-    report = PolicyReport(name, mean, mean - half, mean + half, statistics.fmean(seconds), p99, overruns,
-                          per_problem_seconds=per_problem, scores=scores)
+    report = _summary(name, scores, seconds)
+    report.overruns, report.per_problem_seconds = overruns, per_problem
     if penalized:
         report.penalized_score = statistics.fmean(penalized)
         report.penalized_std = statistics.stdev(penalized) if len(penalized) > 1 else 0.0
@@ -264,6 +259,7 @@ def monte_carlo(pool: Sequence[SimProblem], policy_factory: Callable[[], Policy]
 
 
 def _summary(name: str, scores: Sequence[float], seconds: Sequence[float]) -> PolicyReport:
+    """Mean score with its 95 % CI, mean and p99 seconds (no overruns counted yet)."""
     mean = statistics.fmean(scores)
     half = 1.96 * statistics.stdev(scores) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0
     ordered = sorted(seconds)
