@@ -32,6 +32,7 @@ from openai_harmony import Message, Role
 
 from kit.runtime.confidence import Confidence
 from kit.runtime.engines.vllm_engine import top_logprobs
+from kit.runtime.prompts import HARMONY_TIR
 from kit.runtime.protocols.harmony import HarmonyProtocol, completion_ids
 from kit.runtime.sandbox import Sandbox
 from kit.runtime.sandbox.pool import HARMONY_PRELUDE, SandboxConfig
@@ -64,7 +65,7 @@ async def per_turn(turns: int, context: int) -> dict[str, float]:
     parse, tool, render, request = [], [], [], []
     try:
         for t in range(turns):
-            conv = await protocol.open(_Template(), PROBLEM, "", None, off_loop)
+            conv = await protocol.open(HARMONY_TIR, PROBLEM, "", None, off_loop)
             conv.ids += [200007] * max(context - len(conv.ids), 0)  # padding to the context size (never parsed)
             t0 = time.perf_counter()
             end = conv.end_turn("", completion, len(completion), "stop", None, True)
@@ -86,15 +87,6 @@ async def per_turn(turns: int, context: int) -> dict[str, float]:
           (("parse", parse), ("tool", tool), ("render", render), ("request", request))}
     ms["turn"] = sum(ms.values())
     return ms
-
-
-class _Template:
-    """The attempt's prompt template (the AIMO3 one, kind tir)."""
-
-    kind = "tir"
-
-    def messages(self, problem: str, answer_rule: str) -> list[dict[str, str]]:
-        return [{"role": "user", "content": f"{problem}\n\nPut the final answer within \\boxed{{}}."}]
 
 
 def prompt_render(n: int) -> float:

@@ -37,12 +37,10 @@ def default_problems_file(profile: str) -> Path:
     """What the rehearsal's gateway serves: ``$AIMO_COMPETITION_DIR/test.csv`` when that folder holds Kaggle's
     ``kaggle_evaluation/`` (the notebook then runs Kaggle's own local gateway), else the profile's bundled
     reference set (our gateway)."""
+    from kit.runtime.gateway import kaggle_test_csv
     from kit.runtime.problems import default_problems, problems_path
 
-    comp = os.environ.get("AIMO_COMPETITION_DIR")
-    if comp and (Path(comp) / "kaggle_evaluation").is_dir() and (Path(comp) / "test.csv").is_file():
-        return Path(comp) / "test.csv"
-    return problems_path(default_problems(profile))
+    return kaggle_test_csv(os.environ.get("AIMO_COMPETITION_DIR")) or problems_path(default_problems(profile))
 
 
 def _netns_prefix() -> tuple[list[str], str]:
@@ -128,6 +126,7 @@ def _gateway_report(workdir: Path, records_dir: str) -> dict | None:
 
 def rehearse(nb_path: Path, out_dir: Path, problems: Path | None, profile: str = "aimo2",
              timeout: int = 1800, keep_workdir: bool = False, records_dir: str = "aimo-records") -> dict:
+    from kit.runtime.gateway import kaggle_test_csv
     from kit.runtime.profiles import get_profile
 
     prof = get_profile(profile)
@@ -143,8 +142,7 @@ def rehearse(nb_path: Path, out_dir: Path, problems: Path | None, profile: str =
     if executed.is_file():
         shutil.copy2(executed, out_dir / "executed.ipynb")
     report: dict = {"notebook": str(nb_path), "workdir": str(workdir), "problems": str(problems),
-                    "gateway": "kaggle" if env.get("AIMO_COMPETITION_DIR") and problems.parent == Path(
-                        env["AIMO_COMPETITION_DIR"]).resolve() else "aimo-kit LocalGateway",
+                    "gateway": "kaggle" if kaggle_test_csv(env.get("AIMO_COMPETITION_DIR")) else "aimo-kit LocalGateway",
                     "network": network, "exit_code": rc, "total_seconds": round(seconds, 1),
                     "per_call_deadline_seconds": prof.per_call_seconds}
     parquet = workdir / "submission.parquet"

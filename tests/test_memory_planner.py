@@ -162,8 +162,13 @@ def test_page_cache_preload_reads_every_weight_file(tmp_path: Path) -> None:
     (tmp_path / "a.safetensors").write_bytes(b"x" * 1000)
     (tmp_path / "b.safetensors").write_bytes(b"y" * (17 << 20))  # more than one read chunk
     (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"z" * 500)  # vLLM skips .bin when safetensors exist
     read, seconds = read_into_page_cache(tmp_path, threads=2)
     assert read == 1000 + (17 << 20) and seconds >= 0
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "pytorch_model.bin").write_bytes(b"z" * 500)
+    assert read_into_page_cache(legacy, threads=1)[0] == 500
 
 
 def test_safetensors_sizes_are_the_truth_for_weights(tmp_path: Path) -> None:

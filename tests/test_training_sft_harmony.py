@@ -70,6 +70,9 @@ def test_rows_are_validated_naming_file_line_and_field(tmp_path: Path) -> None:
                        {"role": "assistant", "channel": "analysis", "recipient": "browser", "content": "x"}],
                       "the only tool is 'python'"),
         "system": ([{"role": "system", "content": "s"}], r"messages\[0\]\.role 'system'"),
+        "late user": ([{"role": "user", "content": "q"}, {"role": "assistant", "channel": "analysis", "content": "x"},
+                       {"role": "user", "content": "again"}, {"role": "assistant", "channel": "final", "content": "1"}],
+                      r"messages\[2\] is a 'user' message after the assistant started"),
     }
     for name, (messages, match) in bad.items():
         path = _write(tmp_path / f"{name}.jsonl", [CONVERSATION, messages])

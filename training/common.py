@@ -23,8 +23,9 @@ from kit.runtime.jsonl import json_lines
 C = TypeVar("C")
 
 TINY_MODEL = "tiny"
-TINY_GPT_OSS = "tiny-gpt-oss"
 """Model name that resolves to the offline tiny Qwen2 built by :func:`kit.runtime.tiny_model.build_tiny_model`."""
+TINY_GPT_OSS = "tiny-gpt-oss"
+"""Model name that resolves to the offline tiny gpt-oss (:mod:`kit.runtime.tiny_gpt_oss`)."""
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -48,20 +49,27 @@ def on_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def read_jsonl(path: str | Path, required: Sequence[str], *, what: str = "dataset") -> list[dict[str, Any]]:
-    """Rows of a jsonl file; every row must have the ``required`` fields (errors name file, line, field)."""
+def read_jsonl_numbered(path: str | Path, required: Sequence[str], *,
+                        what: str = "dataset") -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` of every non-blank line of a jsonl file; every row must have the ``required``
+    fields (errors name file, line, field). The line numbers let later checks name ``file:line`` too."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: {what} file not found")
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     for lineno, row in json_lines(path, DataError):
         missing = [f for f in required if f not in row]
         if missing:
             raise DataError(f"{path}:{lineno}: missing field(s) {missing} in the {what}; found {sorted(row)}")
-        rows.append(row)
+        rows.append((lineno, row))
     if not rows:
         raise DataError(f"{path}: the {what} is empty")
     return rows
+
+
+def read_jsonl(path: str | Path, required: Sequence[str], *, what: str = "dataset") -> list[dict[str, Any]]:
+    """Rows of a jsonl file, as :func:`read_jsonl_numbered` without the line numbers."""
+    return [row for _, row in read_jsonl_numbered(path, required, what=what)]
 
 
 def load_config(cls: type[C], path: str | Path, overrides: Sequence[str] = ()) -> C:
@@ -119,4 +127,4 @@ def cli(prog: str, doc: str | None, cls: type[C], run: Callable[[C], Any], defau
     return 0
 
 
-__all__ = ["TINY_MODEL", "cli", "load_config", "on_gpu", "read_jsonl", "resolve_model"]
+__all__ = ["TINY_MODEL", "cli", "load_config", "on_gpu", "read_jsonl", "read_jsonl_numbered", "resolve_model"]

@@ -44,7 +44,7 @@ from kit.learn.rewards import REWARDS, RewardFn, get_reward
 from kit.runtime.config import ConfigError
 from kit.runtime.profiles import get_profile
 from kit.runtime.prompts import COT
-from training.common import cli, on_gpu, read_jsonl, resolve_model
+from training.common import cli, on_gpu, read_jsonl_numbered, resolve_model
 
 DEFAULT_CONFIG = "training/configs/grpo.yaml"
 RESULT_FILE = "grpo_result.json"
@@ -194,18 +194,14 @@ _OWNED = {"output_dir", "use_cpu", "reward_weights", "vllm_mode", "vllm_max_mode
 def load_rl_rows(path: str | Path, profile: str = "aimo2", limit: int | None = None) -> list[dict[str, Any]]:
     """Validated rows ``{"prompt": messages, "answer": int, "problem_id": str}`` from an RL jsonl.
 
-    ``read_jsonl`` checks the fields exist; here their types: ``prompt`` a non-empty string, ``answer`` an
+    ``read_jsonl_numbered`` checks the fields exist; here their types: ``prompt`` a non-empty string, ``answer`` an
     integer (a bool, float or string is a :class:`DataError` naming file:line — a "42" that graded as
     text would silently never match).
     """
     path = Path(path)
-    rows = read_jsonl(path, ["prompt", "answer"], what="RL dataset")
-    # read_jsonl skips blank lines; recover each row's line number for the messages below.
-    with path.open(encoding="utf-8") as fh:
-        linenos = [n for n, line in enumerate(fh, 1) if line.strip()]
     prof = get_profile(profile)
     out: list[dict[str, Any]] = []
-    for lineno, row in zip(linenos, rows, strict=True):
+    for lineno, row in read_jsonl_numbered(path, ["prompt", "answer"], what="RL dataset"):
         answer, prompt = row["answer"], row["prompt"]
         if not isinstance(answer, int) or isinstance(answer, bool):
             raise DataError(f"{path}:{lineno}: field 'answer' must be an integer, got "

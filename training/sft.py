@@ -45,7 +45,7 @@ from kit.learn.data import DataError
 from kit.runtime.config import ConfigError
 from kit.runtime.protocols.harmony import HarmonySettings
 from kit.runtime.tiny_model import CHAT_TEMPLATE as _TINY_CHAT_TEMPLATE
-from training.common import cli, on_gpu, read_jsonl, resolve_model
+from training.common import cli, on_gpu, read_jsonl_numbered, resolve_model
 
 DEFAULT_CONFIG = "training/configs/sft.yaml"
 
@@ -201,11 +201,8 @@ def _check_messages(messages: Any, where: str) -> str:
 def load_sft_dataset(path: str | Path) -> list[SftExample]:
     """Read and validate the curated SFT jsonl; errors name ``file:line`` and the field."""
     path = Path(path)
-    rows = read_jsonl(path, ["messages"], what="SFT dataset")
-    with path.open(encoding="utf-8") as fh:  # read_jsonl skips blank lines: recover each row's line number
-        lines = [n for n, text in enumerate(fh, 1) if text.strip()]
     examples = []
-    for row, line in zip(rows, lines, strict=True):
+    for line, row in read_jsonl_numbered(path, ["messages"], what="SFT dataset"):
         where = f"{path}:{line}"
         reasoning = _check_messages(row["messages"], where)
         pid = str(row.get("problem_id", f"line {line}"))

@@ -21,7 +21,7 @@ A row: ``{"problem_id": ..., "messages": [{"role": "user", "content": ...}, {"ro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,12 @@ from kit.runtime.protocols.harmony import (
     RETURN,
     HarmonyProtocol,
     HarmonySettings,
+    assistant_header_ids,
+    completion_ids,
     harmony_encoding,
+    tool_message,
 )
-from training.common import read_jsonl
+from training.common import read_jsonl_numbered
 from training.sft import Audit, AuditError, ExampleStats, conclude_audit, echo_audit, render_mask
 
 CHANNELS = ("analysis", "commentary", "final")
@@ -67,6 +70,11 @@ def _check_row(messages: Any, where: str) -> None:
             raise DataError(f"{at}.name {m.get('name')!r}: tool messages come from {PYTHON!r}")
         if role == "tool" and (i == 0 or messages[i - 1].get("recipient") != PYTHON):
             raise DataError(f"{at}: a tool message must follow an assistant message to {PYTHON!r}")
+    started = next((i for i, m in enumerate(messages) if m["role"] in ("assistant", "tool")), len(messages))
+    late = next((i for i, m in enumerate(messages[started:], started) if m["role"] in ("developer", "user")), None)
+    if late is not None:
+        raise DataError(f"{where}: messages[{late}] is a {messages[late]['role']!r} message after the assistant "
+                        "started: one prompt per attempt (the runtime sends the problem once)")
     if not any(m["role"] == "user" for m in messages):
         raise DataError(f"{where}: messages has no 'user' turn")
     last = messages[-1]
@@ -77,28 +85,16 @@ def _check_row(messages: Any, where: str) -> None:
 
 def load_harmony_dataset(path: str | Path) -> list[HarmonyExample]:
     """Read and validate a Harmony SFT jsonl; errors name ``file:line`` and the field."""
-    path = Path(path)
-    rows = read_jsonl(path, ["messages"], what="Harmony SFT dataset")
-    with path.open(encoding="utf-8") as fh:
-        lines = [n for n, text in enumerate(fh, 1) if text.strip()]
     out = []
-    for row, line in zip(rows, lines, strict=True):
+    for line, row in read_jsonl_numbered(path, ["messages"], what="Harmony SFT dataset"):
         _check_row(row["messages"], f"{path}:{line}")
         out.append(HarmonyExample(str(row.get("problem_id", f"line {line}")), line, row["messages"]))
     return out
 
 
-def _message(m: dict[str, str]) -> Any:
-    from openai_harmony import Author, DeveloperContent, Message, Role
+def _assistant_message(m: dict[str, str]) -> Any:
+    from openai_harmony import Message, Role
 
-    role = m["role"]
-    if role == "developer":
-        return Message.from_role_and_content(Role.DEVELOPER, DeveloperContent.new().with_instructions(m["content"]))
-    if role == "user":
-        return Message.from_role_and_content(Role.USER, m["content"])
-    if role == "tool":
-        return (Message.from_author_and_content(Author.new(Role.TOOL, PYTHON), m["content"])
-                .with_recipient("assistant").with_channel(m.get("channel", "analysis")))
     msg = Message.from_role_and_content(Role.ASSISTANT, m["content"]).with_channel(m["channel"])
     if m.get("recipient"):
         msg = msg.with_recipient(m["recipient"]).with_content_type("code")
@@ -106,29 +102,30 @@ def _message(m: dict[str, str]) -> Any:
 
 
 def render_example(example: HarmonyExample, settings: HarmonySettings) -> tuple[list[int], list[int]]:
-    """Token ids and loss mask (1 = trained) of one conversation, as the runtime prompts and the model writes."""
+    """Token ids and loss mask (1 = trained) of one conversation, built from the runtime's own pieces: the
+    prompt :class:`HarmonyProtocol` renders (ending in ``<|start|>assistant``), each run of assistant messages
+    as the model writes it (:func:`completion_ids`, trained), each tool message with the header after it as
+    ``add_output`` appends them (not trained)."""
     enc = harmony_encoding()
-    header = 2  # <|start|>assistant: written by the runtime after the prompt and after a tool message
-    prompt_part = [m for m in example.messages if m["role"] in ("developer", "user")]
-    first = example.messages.index(next(m for m in example.messages if m["role"] not in ("developer", "user")))
-    user = "\n\n".join(m["content"] for m in prompt_part if m["role"] == "user")
-    developer = "\n\n".join(m["content"] for m in prompt_part if m["role"] == "developer")
-    protocol = HarmonyProtocol(HarmonySettings(settings.reasoning_effort, settings.identity,
-                                               developer or settings.developer, settings.tool))
-    ids = protocol.render_prompt(user)[:-header]  # the prompt without its trailing <|start|>assistant
+    first = next(i for i, m in enumerate(example.messages) if m["role"] not in ("developer", "user"))
+    head = example.messages[:first]
+    user = "\n\n".join(m["content"] for m in head if m["role"] == "user")
+    developer = "\n\n".join(m["content"] for m in head if m["role"] == "developer")
+    protocol = HarmonyProtocol(replace(settings, developer=developer or settings.developer))
+    ids = protocol.render_prompt(user)
     mask = [0] * len(ids)
-    previous = "user"
+    run: list[Any] = []
     for m in example.messages[first:]:
-        rendered = list(enc.render(_message(m)))
         if m["role"] == "assistant":
-            own = len(rendered) - (header if previous != "assistant" else 0)
-            mask += [0] * (len(rendered) - own) + [1] * own
-        else:
-            mask += [0] * len(rendered)
-        ids += rendered
-        previous = m["role"]
-    ids[-1] = RETURN  # the final message ends the attempt: <|return|>, not <|end|>
-    return ids, mask
+            run.append(_assistant_message(m))
+            continue
+        written = completion_ids(run)
+        tool = list(enc.render(tool_message(m["content"], m.get("channel", "analysis")))) + list(assistant_header_ids())
+        ids += written + tool
+        mask += [1] * len(written) + [0] * len(tool)
+        run = []
+    written = completion_ids(run)  # the row ends with the final answer (checked): <|return|>
+    return ids + written, mask + [1] * len(written)
 
 
 def _check(ids: list[int], mask: list[int], tokenizer: Any, name: str) -> None:

@@ -178,6 +178,16 @@ def _gateway_class(profile: Profile, competition_dir: Path) -> type:
             f"(it ships kaggle_evaluation/) or set AIMO_COMPETITION_DIR") from exc
 
 
+def kaggle_test_csv(competition_dir: str | Path | None) -> Path | None:
+    """``test.csv`` of a competition folder that also ships Kaggle's ``kaggle_evaluation/`` (its local gateway
+    then serves the run), else None."""
+    if not competition_dir:
+        return None
+    comp = Path(competition_dir)
+    test_csv = comp / "test.csv"
+    return test_csv if (comp / "kaggle_evaluation").is_dir() and test_csv.is_file() else None
+
+
 def run_gateway(predict: Callable[..., Any], config: SubmissionConfig) -> Path:
     """Serve ``predict`` the right way for where we run; returns the ``submission.parquet`` path."""
     profile = get_profile(config.profile)
@@ -187,8 +197,8 @@ def run_gateway(predict: Callable[..., Any], config: SubmissionConfig) -> Path:
         log.info("competition rerun: serving %s", profile.gateway_class)
         cls(predict).serve()
         return Path.cwd() / "submission.parquet"
-    test_csv = comp / "test.csv"
-    if (comp / "kaggle_evaluation").is_dir() and test_csv.is_file():
+    test_csv = kaggle_test_csv(comp)
+    if test_csv is not None:
         cls = _gateway_class(profile, comp)
         log.info("Kaggle local gateway on %s", test_csv)
         cls(predict).run_local_gateway((str(test_csv),))

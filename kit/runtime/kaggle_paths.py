@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 KAGGLE_INPUT = Path("/kaggle/input")
-NEW_PREFIXES = ("competitions", "models", "datasets")
 
 
 def input_candidates(path: str | Path, root: Path = KAGGLE_INPUT) -> list[Path]:

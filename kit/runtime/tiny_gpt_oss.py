@@ -27,7 +27,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kit.runtime.protocols.harmony import O200K_FILE, encodings_folder, harmony_encoding
+from kit.runtime.protocols.harmony import CALL, O200K_FILE, RETURN, encodings_folder, harmony_encoding
 from kit.runtime.resources import cache_dir
 from kit.runtime.tiny_model import TinyModelError, bigram_head, build_cached
 
@@ -138,9 +138,9 @@ def _write(out: Path, spec: TinyGptOssSpec) -> None:
         num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
         num_key_value_heads=spec.num_kv_heads, head_dim=spec.head_dim, num_local_experts=spec.num_experts,
         num_experts_per_tok=spec.experts_per_token, sliding_window=spec.sliding_window,
-        layer_types=["sliding_attention", "full_attention"][: spec.num_layers] * max(1, spec.num_layers // 2),
+        layer_types=[("sliding_attention", "full_attention")[i % 2] for i in range(spec.num_layers)],
         initializer_range=spec.init_std,
-        tie_word_embeddings=False, eos_token_id=[200002, 200012], pad_token_id=199999, bos_token_id=199998,
+        tie_word_embeddings=False, eos_token_id=[RETURN, CALL], pad_token_id=199999, bos_token_id=199998,
     )
     torch.manual_seed(spec.seed)
     model = GptOssForCausalLM(config)
@@ -156,7 +156,7 @@ def _write(out: Path, spec: TinyGptOssSpec) -> None:
                 param.fill_(1.0)
     model.to(torch.bfloat16).save_pretrained(str(out), safe_serialization=True)
     (out / "generation_config.json").write_text(json.dumps(
-        {"eos_token_id": [200002, 200012], "pad_token_id": 199999, "bos_token_id": 199998, "do_sample": True}))
+        {"eos_token_id": [RETURN, CALL], "pad_token_id": 199999, "bos_token_id": 199998, "do_sample": True}))
 
 
 def build_tiny_gpt_oss(path: Path | None = None, *, force: bool = False, spec: TinyGptOssSpec | None = None) -> Path:

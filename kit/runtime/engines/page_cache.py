@@ -27,10 +27,11 @@ def _read_file(path: Path) -> int:
 
 
 def read_into_page_cache(model_dir: str | Path, *, threads: int = 8) -> tuple[int, float]:
-    """Read every weight file of ``model_dir`` (``*.safetensors``, ``*.bin``) once; (bytes read, seconds).
-    A missing or unreadable file is skipped: the load that follows reports it properly."""
+    """Read every weight file of ``model_dir`` once — its ``*.safetensors``, or ``*.bin`` when it has none
+    (vLLM loads those only then); (bytes read, seconds). A missing or unreadable file is skipped: the load
+    that follows reports it properly."""
     start = time.perf_counter()
-    files = sorted(p for pattern in ("*.safetensors", "*.bin") for p in Path(model_dir).glob(pattern))
+    files = sorted(Path(model_dir).glob("*.safetensors")) or sorted(Path(model_dir).glob("*.bin"))
     total = 0
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         for n in pool.map(_read_or_zero, files):

@@ -168,12 +168,8 @@ class HarmonyConversation:
         return TurnEnd("done", reason="error", error="harmony: the model stopped without a final-channel message")
 
     async def add_output(self, result: RunResult, off_loop: OffLoop) -> str:
-        from openai_harmony import Author, Message, Role
-
         text = tool_output(result)
-        message = (Message.from_author_and_content(Author.new(Role.TOOL, PYTHON), text)
-                   .with_recipient("assistant").with_channel(self._channel))
-        added = list(self.enc.render(message)) + self.header
+        added = list(self.enc.render(tool_message(text, self._channel))) + self.header
         self.ids += added
         self.context_tokens = len(self.ids)
         self._parts.append(self._decode(added))
@@ -215,13 +211,21 @@ class HarmonyConversation:
         return self._finals[-1] if self._finals else self.transcript
 
 
+def tool_message(text: str, channel: str = "analysis") -> Any:
+    """The python tool's answer as the model reads it: from ``python`` to the assistant, on the call's channel."""
+    from openai_harmony import Author, Message, Role
+
+    return (Message.from_author_and_content(Author.new(Role.TOOL, PYTHON), text)
+            .with_recipient("assistant").with_channel(channel))
+
+
 def completion_ids(messages: Sequence[Any]) -> list[int]:
     """The token ids a gpt-oss model writes for these assistant messages (``openai_harmony.Message``) after
     a prompt that ends with ``<|start|>assistant``: each message rendered, the first without that header,
     a call ending in ``<|call|>`` and a last ``final`` message in ``<|return|>``. What scripted engines
     play (tests, bench/harmony.py) and what an SFT target holds."""
     enc = harmony_encoding()
-    header = len(_header_ids())
+    header = len(assistant_header_ids())
     ids: list[int] = []
     for i, message in enumerate(messages):
         rendered = list(enc.render(message))
@@ -289,11 +293,11 @@ class HarmonyProtocol:
             if len(self._rendered) > 16:
                 self._rendered.clear()
             self._rendered[key] = await off_loop(self.render_prompt, *key)
-        return HarmonyConversation(harmony_encoding(), self._rendered[key], header=list(_header_ids()))
+        return HarmonyConversation(harmony_encoding(), self._rendered[key], header=list(assistant_header_ids()))
 
 
 @functools.lru_cache(maxsize=1)
-def _header_ids() -> tuple[int, ...]:
+def assistant_header_ids() -> tuple[int, ...]:
     """``<|start|>assistant``: what opens the model's turn after a tool message."""
     from openai_harmony import Conversation, Message, Role
 
