@@ -21,15 +21,15 @@ tool (the scripted engine tests that: :mod:`kit.sim.scripted`).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kit.runtime import tiny_model
 from kit.runtime.protocols.harmony import CALL, O200K_FILE, RETURN, encodings_folder, harmony_encoding
 from kit.runtime.resources import cache_dir
-from kit.runtime.tiny_model import TinyModelError, bigram_head, build_cached
+from kit.runtime.tiny_model import TinyModelError, bigram_head, build_cached, spec_digest
 
 CACHE_NAME = "tiny-gpt-oss-v1"
 O200K_PATTERN = "|".join([
@@ -71,8 +71,8 @@ class TinyGptOssSpec:
     """Init std of the transformer layers: small next to the unit-RMS embeddings (near-bigram behaviour)."""
 
     def digest(self) -> str:
-        code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-        return hashlib.sha256(json.dumps({"spec": asdict(self), "code": code}, sort_keys=True).encode()).hexdigest()[:16]
+        """Spec and the code that writes the weights: this module and the bigram head of the tiny Qwen2's."""
+        return spec_digest(self, [Path(__file__), Path(tiny_model.__file__)])
 
 
 def default_path() -> Path:

@@ -39,9 +39,10 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kit.runtime.config import read_json
 from kit.runtime.resources import cache_dir
@@ -113,9 +114,14 @@ class TinyModelSpec:
 
     def digest(self, corpus_sha: str) -> str:
         """Hash of the spec, the corpus and this module's code (a code change must never reuse a stale build)."""
-        code_sha = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-        blob = json.dumps({"spec": dataclasses.asdict(self), "corpus": corpus_sha, "code": code_sha}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return spec_digest(self, [Path(__file__)], corpus=corpus_sha)
+
+
+def spec_digest(spec: Any, code: Sequence[Path], **extra: str) -> str:
+    """Cache key of a built-in model: its spec, the source files that write it and any ``extra`` inputs."""
+    code_sha = hashlib.sha256(b"".join(p.read_bytes() for p in code)).hexdigest()
+    blob = json.dumps({"spec": dataclasses.asdict(spec), "code": code_sha, **extra}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # --- corpus ---------------------------------------------------------------------------------------

@@ -221,6 +221,9 @@ class MemoryPlan:
     max_model_len: int
     max_num_seqs: int
     kv_cache_dtype: str = "auto"
+    window_bytes: int = 0
+    """Part of the budget the sliding-window layers hold for ``max_num_seqs`` sequences (all GPUs): fixed per
+    sequence, so ``tokens_fit`` counts only what is left for the full-attention layers."""
 
     @property
     def tokens_needed(self) -> int:
@@ -243,8 +246,9 @@ class MemoryPlan:
             f"model {self.model!r} with preset {self.preset!r} on {where}: "
             f"weights {self.weight_bytes / GiB:.2f} GiB ({self.weight_source}; "
             f"{self.weight_bytes_per_gpu / GiB:.2f} GiB/GPU), reserve {self.reserve_bytes_per_gpu / GiB:.2f} GiB/GPU, "
-            f"KV {self.kv_bytes_per_token / 1024:.1f} KiB/token → budget {self.kv_budget_bytes / GiB:.2f} GiB = "
-            f"{self.tokens_fit:,} tokens; needs max_model_len {self.max_model_len:,} × max_num_seqs "
+            f"KV {self.kv_bytes_per_token / 1024:.1f} KiB/token → budget {self.kv_budget_bytes / GiB:.2f} GiB"
+            + (f" − sliding windows {self.window_bytes / GiB:.2f} GiB" if self.window_bytes else "")
+            + f" = {self.tokens_fit:,} tokens; needs max_model_len {self.max_model_len:,} × max_num_seqs "
             f"{self.max_num_seqs} = {self.tokens_needed:,} tokens "
             f"({self.tokens_needed * self.kv_bytes_per_token / GiB:.2f} GiB): "
             + ("fits" if self.fits else f"does NOT fit (max concurrency {self.max_concurrency:.1f})")
@@ -343,7 +347,7 @@ def plan(
         reserve_bytes_per_gpu=reserve, kv_bytes_per_token=kv_per_gpu * n_gpus,
         kv_bytes_per_token_per_gpu=kv_per_gpu, kv_budget_bytes=max(0, budget_per_gpu) * n_gpus,
         tokens_fit=int(tokens_fit), max_model_len=preset.max_model_len, max_num_seqs=preset.max_num_seqs,
-        kv_cache_dtype=preset.kv_cache_dtype,
+        kv_cache_dtype=preset.kv_cache_dtype, window_bytes=min(window_bytes, max(0, budget_per_gpu)) * n_gpus,
     )
     if check and not on_cpu and not result.fits:
         raise PresetDoesNotFit(_advice(result, budget_per_gpu))
