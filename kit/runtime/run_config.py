@@ -22,7 +22,6 @@ from kit.runtime.throughput import SPEED_PRESETS
 ENGINES = ("vllm", "replay")
 
 
-
 @dataclass(frozen=True)
 class Stack:
     """A model family's defaults: what a run uses for whatever its config leaves out."""

@@ -330,7 +330,7 @@ class Solver:
                          stop=request.stop, stop_token_ids=request.stop_token_ids, include_stop_str_in_output=True,
                          logprobs=cfg.logprobs)
 
-    def _calls_allowed(self, sample: SampleResult, turn: int) -> bool:
+    def _calls_allowed(self, sample: SampleResult) -> bool:
         cfg = self.config
         limit = cfg.max_turns if cfg.protocol == "harmony" else cfg.max_code_calls
         return sample.kind == "tir" and len(sample.code) < limit
@@ -349,7 +349,7 @@ class Solver:
                 if state.stopping:
                     sample.finish_reason = "abort"
                     break
-                calls = self._calls_allowed(sample, turn)
+                calls = self._calls_allowed(sample)
                 request = conv.request(calls)
                 rid = f"{state.problem_id}:{sample.index}:{turn}:{time.monotonic_ns()}"
                 params = self._params(state.problem_id, sample.index, turn, left, request)

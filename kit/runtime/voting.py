@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from kit.runtime.confidence import weight_of
@@ -97,7 +97,7 @@ class Weighting:
 
     def base(self) -> Weighting:
         """These weights without confidence: what a vote can add at most is then known (``certain``)."""
-        return Weighting(self.small_answer_weight, self.small_answer_max, self.round_multiple, self.kind_weights)
+        return replace(self, confidence="none", score="weight")
 
     def weight(self, vote: Vote) -> float:
         """The vote's weight in the tally (the composite score's vote share counts these too, without the
@@ -152,7 +152,7 @@ def composite_scores(votes: Sequence[Vote], weighting: Weighting) -> dict[int, f
     for answer, w in totals.items():
         hs = [h for v in votes if v.answer == answer and (h := v.confidence_entropy(which)) is not None]
         share = w / total
-        certainty = a_entropy / max(statistics.median(hs), 1e-9) if hs else 0.0
+        certainty = a_entropy * weight_of(statistics.median(hs)) if hs else 0.0
         scores[answer] = a_share * share + certainty + a_consensus * (share > 0.5)
     return scores
 
