@@ -187,6 +187,30 @@ def test_ours_beats_the_baselines_on_two_pools(sky) -> None:
         assert all(r.overruns == 0 for r in reports.values())
 
 
+def test_ours_gives_a_split_quorum_to_its_first_finisher() -> None:
+    """The quorum votes among the first finishers because short samples are right more often; when they all
+    disagree the first of them wins, whatever the answers' sizes (a numeric tie-break would pick at random)."""
+    bank = TimeBank(make_policy("ours"), AIMO2, start=0.0, max_samples=8)
+    b = bank.next_budget(0.0)
+    assert b.n_samples == 8 and b.rules.quorum == 3
+    for answers in ((5, 900, 400), (900, 5, 400), (400, 900, 5)):
+        draws = [(a, 1000 + 100 * i) for i, a in enumerate(answers)] + [(7, 5000 + i) for i in range(5)]
+        r = race(draws, max_tokens=12_000, seconds=1e9, rules=b.rules, speed=SPEED)
+        assert r.reason.startswith("quorum") and r.answer == answers[0], (answers, r)
+
+
+def test_family_redraws_synthetic_problems_but_not_recorded_ones() -> None:
+    from kit.sim.pools import family
+
+    first, other = family("aimo2"), family("aimo2", redraw=1)
+    assert first.keys() == other.keys()
+    assert first["skythought_aime24"]() == other["skythought_aime24"]()
+    a, b = first["syn-hard"](), other["syn-hard"]()
+    assert len(a) == len(b) and a != b and first["syn-hard"]() == a  # other problems, same shape, reproducible
+    assert len(a[0].samples) == len(b[0].samples)
+    assert family("aimo3", redraw=2)["syn-aimo3"]() != family("aimo3")["syn-aimo3"]()
+
+
 def test_the_oracle_bounds_every_policy_in_every_run(sky) -> None:
     """The timed bound (kit.sim.bounds) is >= every policy's score competition by competition, on recorded and
     synthetic pools of several shapes, on fast and slow hardware, and on the AIMO3 pool."""

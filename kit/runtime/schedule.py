@@ -22,7 +22,14 @@ from typing import Any, Protocol
 
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.throughput import LengthModel, SpeedModel, Throughput
-from kit.runtime.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, Agreement, StopRules, Weighting
+from kit.runtime.voting import (
+    SECOND_PLACE_RULES,
+    SECOND_PLACE_WEIGHTING,
+    Agreement,
+    StopRules,
+    TieBreak,
+    Weighting,
+)
 
 
 @dataclass(frozen=True)
@@ -274,7 +281,7 @@ class Ours:
     * the throughput model is the bank's (the engine's speed model corrected by every measured problem,
       :class:`~kit.runtime.throughput.Throughput`), so a slower-than-expected machine shrinks the rungs;
     * quorum: vote among the first ``max(quorum_min, quorum × n)`` finishers (short samples are right more
-      often); give-up after ``hopeless_after`` finished samples with no two agreeing;
+      often; ties go to the earliest finisher); give-up after ``hopeless_after`` finished samples with no two agreeing;
     * ``difficulty``: optional hook ``problem → factor`` (≈1 for an average problem) scaling the allowance,
       fed by the difficulty predictor of the training kit.
     """
@@ -294,6 +301,10 @@ class Ours:
                                          Agreement(6, 9, "upto"), Agreement(7, 12, "upto"),
                                          Agreement(9, 16, "upto"))
     difficulty: Callable[[Any], float] | None = None
+    tie_break: TieBreak = "earliest"
+    """Which of tied answers wins: the one that finished first. The quorum's premise is that short samples
+    are right more often, so a 1–1–1 split among the first finishers goes to the first of them, not to
+    the numerically larger answer (which carries no information about correctness)."""
     name: str = "ours"
 
     def _quorum(self, n: int) -> int | None:
@@ -327,7 +338,7 @@ class Ours:
                 n = rung
         n = min(n, state.max_samples)
         rules = StopRules(agreements=self.agreements, certain=True, hopeless_after=self.hopeless_after,
-                          quorum=self._quorum(n))
+                          quorum=self._quorum(n), tie_break=self.tie_break)
         return Budget(now + allowance, n, state.max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:

@@ -149,17 +149,26 @@ top AIMO3 scores were 44/50 with majority voting), reasoning of 20–40k tokens 
 raised it from 32k because attempts were cut), correct attempts shorter than wrong ones."""
 
 
-def family(profile: Profile | str | None = None) -> dict[str, Callable[[], list[SimProblem]]]:
+def family(profile: Profile | str | None = None, redraw: int = 0) -> dict[str, Callable[[], list[SimProblem]]]:
     """The pools a time policy is judged on: every bundled recorded pool and the synthetic shapes (AIMO2
     profiles), or the AIMO3-like pool and its 16-attempt variant (``aimo3``). Loaders, so a caller pays only
-    for the pools it uses."""
+    for the pools it uses.
+
+    ``redraw`` k > 0 draws other problems of each synthetic shape (seed + 1000·k). Why: a shape's 60 problems
+    are one draw, and a policy can win on them by luck of those problems (which answer a tie-break favours,
+    which problems sit near 50 %) that sample-level Monte Carlo never varies; averaging over redraws puts the
+    problems' variation into the confidence interval. Recorded pools are what they are and do not change."""
     prof = get_profile(profile)
+
+    def synthetic(spec: SyntheticSpec) -> Callable[[], list[SimProblem]]:
+        return lambda: pool_synthetic(replace(spec, seed=spec.seed + 1000 * redraw))
+
     if prof.name == "aimo3":
-        return {"syn-aimo3": lambda: pool_synthetic(AIMO3_SPEC),
-                "syn-aimo3-hard": lambda: pool_synthetic(replace(AIMO3_SPEC, accuracy_beta=(0.8, 0.9), seed=12)),
-                "syn-aimo3-long": lambda: pool_synthetic(replace(AIMO3_SPEC, correct_median=32_000.0,
-                                                                 wrong_median=48_000.0, seed=13))}
+        return {"syn-aimo3": synthetic(AIMO3_SPEC),
+                "syn-aimo3-hard": synthetic(replace(AIMO3_SPEC, accuracy_beta=(0.8, 0.9), seed=12)),
+                "syn-aimo3-long": synthetic(replace(AIMO3_SPEC, correct_median=32_000.0, wrong_median=48_000.0,
+                                                    seed=13))}
     pools: dict[str, Callable[[], list[SimProblem]]] = {
         name: (lambda n=name: pool_from_traces(n, prof)) for name in ("skythought_aime24", "nemoskills", "tora_gsm8k")}
-    pools |= {name: (lambda spec=spec: pool_synthetic(spec)) for name, spec in SYNTHETIC_SHAPES.items()}
+    pools |= {name: synthetic(spec) for name, spec in SYNTHETIC_SHAPES.items()}
     return pools
