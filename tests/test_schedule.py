@@ -209,6 +209,14 @@ def test_family_redraws_synthetic_problems_but_not_recorded_ones() -> None:
     assert len(a) == len(b) and a != b and first["syn-hard"]() == a  # other problems, same shape, reproducible
     assert len(a[0].samples) == len(b[0].samples)
     assert family("aimo3", redraw=2)["syn-aimo3"]() != family("aimo3")["syn-aimo3"]()
+    # the stress test: wrong samples as long as correct ones, so finishing first says nothing
+    flat = family("aimo2", separation=1.0)["syn-r1-32"]()
+    right = [t for p in flat for a, t in p.samples if a == p.gold and t < 32_000]
+    wrong = [t for p in flat for a, t in p.samples if a != p.gold and t < 32_000]
+    assert 0.9 < statistics.median(wrong) / statistics.median(right) < 1.1
+    normal = first["syn-r1-32"]()
+    assert statistics.median(t for p in normal for a, t in p.samples if a != p.gold) > 1.8 * statistics.median(
+        t for p in normal for a, t in p.samples if a == p.gold)
 
 
 def test_the_oracle_bounds_every_policy_in_every_run(sky) -> None:

@@ -149,7 +149,8 @@ top AIMO3 scores were 44/50 with majority voting), reasoning of 20–40k tokens 
 raised it from 32k because attempts were cut), correct attempts shorter than wrong ones."""
 
 
-def family(profile: Profile | str | None = None, redraw: int = 0) -> dict[str, Callable[[], list[SimProblem]]]:
+def family(profile: Profile | str | None = None, redraw: int = 0,
+           separation: float | None = None) -> dict[str, Callable[[], list[SimProblem]]]:
     """The pools a time policy is judged on: every bundled recorded pool and the synthetic shapes (AIMO2
     profiles), or the AIMO3-like pool and its 16-attempt variant (``aimo3``). Loaders, so a caller pays only
     for the pools it uses.
@@ -157,11 +158,18 @@ def family(profile: Profile | str | None = None, redraw: int = 0) -> dict[str, C
     ``redraw`` k > 0 draws other problems of each synthetic shape (seed + 1000·k). Why: a shape's 60 problems
     are one draw, and a policy can win on them by luck of those problems (which answer a tie-break favours,
     which problems sit near 50 %) that sample-level Monte Carlo never varies; averaging over redraws puts the
-    problems' variation into the confidence interval. Recorded pools are what they are and do not change."""
+    problems' variation into the confidence interval. Recorded pools are what they are and do not change.
+
+    ``separation`` r sets every synthetic shape's wrong-sample median length to r × its correct one (the
+    shapes use 1.5–2.1): a stress test of how much a policy leans on "short samples are right more often",
+    whose strength varies between models and which a first-finish quorum trusts."""
     prof = get_profile(profile)
 
     def synthetic(spec: SyntheticSpec) -> Callable[[], list[SimProblem]]:
-        return lambda: pool_synthetic(replace(spec, seed=spec.seed + 1000 * redraw))
+        spec = replace(spec, seed=spec.seed + 1000 * redraw)
+        if separation is not None:
+            spec = replace(spec, wrong_median=spec.correct_median * separation)
+        return lambda: pool_synthetic(spec)
 
     if prof.name == "aimo3":
         return {"syn-aimo3": synthetic(AIMO3_SPEC),
