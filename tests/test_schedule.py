@@ -192,8 +192,8 @@ def test_ours_gives_a_split_quorum_to_its_first_finisher() -> None:
     disagree the first of them wins, whatever the answers' sizes (a numeric tie-break would pick at random)."""
     bank = TimeBank(make_policy("ours"), AIMO2, start=0.0, max_samples=8)
     b = bank.next_budget(0.0)
-    assert b.n_samples == 8 and b.rules.quorum == 3
-    for answers in ((5, 900, 400), (900, 5, 400), (400, 900, 5)):
+    assert b.n_samples == 8 and b.rules.quorum == 4
+    for answers in ((5, 900, 400, 60), (900, 5, 400, 60), (400, 60, 900, 5)):
         draws = [(a, 1000 + 100 * i) for i, a in enumerate(answers)] + [(7, 5000 + i) for i in range(5)]
         r = race(draws, max_tokens=12_000, seconds=1e9, rules=b.rules, speed=SPEED)
         assert r.reason.startswith("quorum") and r.answer == answers[0], (answers, r)

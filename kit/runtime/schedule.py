@@ -295,7 +295,12 @@ class Ours:
     quorum: float | None = 0.25
     """First-finish quorum as a fraction of the samples (None: off): with many samples racing, vote
     among the first quarter to finish (see ``StopRules.quorum``)."""
-    quorum_min: int = 3
+    quorum_min: int = 4
+    """At least this many finishers vote (it decides only below 16 samples: 4 of 8, 4 of 12). Why 4, not
+    3: how much finishing first says about being right varies between models, and 3 of 8 leans on it hard —
+    with wrong samples only 1.3× as long as right ones it loses 0.4–1.4 problems to the baselines on 8
+    samples, where 4 of 8 stays within 0.3 of them; with the family's strong separation 4 costs 0.3–0.6 of
+    a 3–4 problem lead (docs/benchmarks.md, issue 15)."""
     prompt_tokens: int = 250
     agreements: tuple[Agreement, ...] = (Agreement(4, 4, "first"), Agreement(5, 6, "upto"),
                                          Agreement(6, 9, "upto"), Agreement(7, 12, "upto"),
