@@ -1,7 +1,8 @@
 """Time policies on the whole pool family (issue 15): ``ours`` against the best baseline in every (pool,
 hardware) cell, paired on the same competitions, and the overrun check with throughput dropping 3x mid-run.
 
-    .venv/bin/python bench/timebank.py [--runs 200] [--redraws 10] [--first-draw 0] [--separation R] [--overrun-runs 1000]
+    .venv/bin/python bench/timebank.py [--runs 200] [--redraws 10] [--first-draw 0] [--separation R]
+                                       [--overrun-runs 1000]
 
 Baselines: second_place, linspace, equal and aimo3_baseline (AIMO2 pools on 4xL4 7B/14B speed models), and
 the same four on the AIMO3-like pools on the H100 gpt-oss-120b model with 8 attempts (the KV cache's limit).
@@ -42,19 +43,20 @@ T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18,
 
 def cell(job: tuple[str, str, str, int, int, int, float | None]) -> dict:
     profile, pool_name, hw, runs, redraws, first, separation = job
-    draws = 1 if not pool_name.startswith("syn-") else max(redraws, 1)
+    draw_ids = range(first, first + max(redraws, 1)) if pool_name.startswith("syn-") else range(1)
+    draws, per_draw = len(draw_ids), max(runs // len(draw_ids), 2)
     speed, seqs = get_speed(hw), hardware_max_seqs(hw)
     names = ("ours", *BASELINES)
     scores: dict[str, list[list[float]]] = {n: [] for n in (*names, "oracle")}
     seconds: dict[str, list[float]] = {n: [] for n in names}
-    for k in range(first, first + draws) if pool_name.startswith("syn-") else range(1):
+    for k in draw_ids:
         pool = family(profile, redraw=k, separation=separation)[pool_name]()
         for name in names:
-            r = monte_carlo(pool, lambda n=name: make_policy(n), runs=runs // draws, profile=profile, speed=speed,
+            r = monte_carlo(pool, lambda n=name: make_policy(n), runs=per_draw, profile=profile, speed=speed,
                             max_num_seqs=seqs, second_run=False, startup_seconds=STARTUP, seed=k)
             scores[name].append(r.scores)
             seconds[name].append(r.mean_seconds)
-        scores["oracle"].append(bound_report(pool, runs=runs // draws, profile=profile, speed=speed,
+        scores["oracle"].append(bound_report(pool, runs=per_draw, profile=profile, speed=speed,
                                              startup_seconds=STARTUP, seed=k).scores)
     flat = {n: [x for d in v for x in d] for n, v in scores.items()}
     best = max(BASELINES, key=lambda n: statistics.fmean(flat[n]))
@@ -88,13 +90,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--redraws", type=int, default=10, help="problem draws of each synthetic shape")
     ap.add_argument("--first-draw", type=int, default=0,
-                    help="first problem draw (draws 0-9 are the ones ours' tie-break was looked at on; 10+ are fresh)")
+                    help="first problem draw (ours' settings were looked at on draws 0-19; 20+ are fresh)")
     ap.add_argument("--separation", type=float, default=None,
                     help="stress test: wrong samples' median length = this x correct ones' in every synthetic shape")
     ap.add_argument("--overrun-runs", type=int, default=1000)
     args = ap.parse_args()
     start = time.perf_counter()
-    jobs = [(prof, pool, hw, args.runs, args.redraws, args.first_draw, args.separation) for prof in HARDWARE for pool in family(prof) for hw in HARDWARE[prof]]
+    jobs = [(prof, pool, hw, args.runs, args.redraws, args.first_draw, args.separation)
+            for prof in HARDWARE for pool in family(prof) for hw in HARDWARE[prof]]
     print(f"{'pool':<18}{'hardware':<19}{'best baseline':<16}{'best':>7}{'ours':>7}{'ours-best':>10}"
           f"{'CI runs':>9}{'CI draws':>10}{'ours/best':>10}{'oracle':>8}  time binds")
     rows = []
