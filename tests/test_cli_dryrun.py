@@ -65,6 +65,14 @@ def test_gpt_oss_dryrun_runs_the_harmony_loop_on_vllm_cpu(tmp_path: Path) -> Non
     assert all("<|channel|>" in s["text"] for s in samples)  # Harmony, not a chat template
     errors = {s["error"] for s in samples if s["finish_reason"] == "error"}
     assert all(e.startswith("harmony: ") for e in errors)  # malformed turns are named, not crashes
+    # stop_at_first_boxed (the AIMO3 solver's): the tiny model boxes in either channel; read from vLLM's
+    # streamed token ids, an attempt ends at its first complete box with that answer — also in analysis
+    boxed = [s for s in samples if s["raw_answer"] is not None and s["finish_reason"] == "stop"]
+    in_analysis = [s for s in boxed if s["text"].rsplit("<|channel|>", 1)[-1].startswith("analysis")]
+    assert boxed and in_analysis, "the tiny model wrote no box in 10 problems x 4 attempts"
+    for s in boxed:
+        assert s["text"].rstrip().endswith(f"\\boxed{{{s['raw_answer']}}}"), s["text"][-80:]
+        assert "<|return|>" not in s["text"] and s["error"] is None
     assert "Traceback" not in proc.stderr
 
 

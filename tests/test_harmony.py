@@ -253,3 +253,86 @@ def test_a_text_template_without_the_tool_declares_no_tool(sandbox) -> None:
     result, engine = solve(lambda r: said(final("\\boxed{2}")), config(prompts=(cot,)), sandbox)
     assert result.answer == 2 and "python" not in seen(engine.requests[0])
     assert "python" in seen(solve(lambda r: said(final("\\boxed{2}")), config(), sandbox)[1].requests[0])
+
+
+# --- real gpt-oss shapes: where an attempt stops and how its answer is read (docs/design.md "AIMO3") ----
+
+DOUBT = " Let me double-check by another route." * 60
+
+
+def test_a_box_in_analysis_ends_the_attempt_there_with_that_answer(sandbox) -> None:
+    """The AIMO3 notebooks' stop: ~2/3 of real attempts end at a box streamed in the analysis channel."""
+    completion = said(analysis("So the count is \\boxed{42}." + DOUBT), final("\\boxed{43}"))
+    stopped, _ = solve(lambda r: completion, config(stop_at_first_boxed=True), sandbox)
+    s = stopped.samples[0]
+    assert (stopped.answer, s.finish_reason, s.error, s.raw_answer) == (42, "stop", None, "42")
+    assert s.tokens < len(completion.ids) / 4 and "double-check" not in s.text  # the rest was never decoded
+    # without the stop the same attempt runs to its final message, whose box is the last one
+    full, _ = solve(lambda r: completion, config(stop_at_first_boxed=False), sandbox)
+    assert (full.answer, full.samples[0].tokens) == (43, len(completion.ids))
+
+
+def test_a_box_in_a_python_call_does_not_stop_the_attempt(sandbox) -> None:
+    def script(r: ScriptedRequest) -> Completion:
+        if turn(r) == 0:
+            return said(call("print('\\\\boxed{5}')"))
+        return said(final("\\boxed{6}"))
+
+    result, _ = solve(script, config(stop_at_first_boxed=True), sandbox)
+    assert result.answer == 6 and len(result.samples[0].code) == 1
+
+
+@pytest.mark.parametrize("written", ["41754", "\\displaystyle 41754", "\\(\\displaystyle 41754\\)", "**41754**",
+                                     "$41754$", "Answer: 41754", "**Answer:** 41754"])
+def test_a_final_without_a_box_is_read_when_it_is_one_integer(sandbox, written: str) -> None:
+    result, _ = solve(lambda r: said(analysis("Computed."), final(written)), config(stop_at_first_boxed=True), sandbox)
+    s = result.samples[0]
+    assert (result.answer, s.finish_reason, s.error) == (41754, "stop", None)
+
+
+def test_a_final_sentence_is_read_by_the_phrase_rules_and_prose_is_no_answer(sandbox) -> None:
+    said_it = ["The final answer is 325.", "We need 3 more steps to see it.", "**325** is the number of ways."]
+    texts = iter(said_it)
+    result, _ = solve(lambda r: said(final(next(texts))), config(3), sandbox)
+    assert [s.answer for s in result.samples] == [325, None, None]
+
+
+def test_a_box_followed_by_more_analysis_reads_the_last_box(sandbox) -> None:
+    corrected = said(analysis("First guess \\boxed{12}." + DOUBT + " No: it is 13."), final("\\boxed{13}"))
+    result, _ = solve(lambda r: corrected, config(), sandbox)
+    assert result.answer == 13 and result.samples[0].finish_reason == "stop"
+    # cut by max tokens before any final message: the box written so far is the (partial) answer
+    cut, _ = solve(lambda r: corrected, config(max_tokens=40), sandbox)
+    s = cut.samples[0]
+    assert (s.finish_reason, s.raw_answer) == ("length", "12") and "no final answer" in s.error
+
+
+def test_a_final_message_answer_wins_over_an_earlier_analysis_box(sandbox) -> None:
+    """The final is what the model committed to after the analysis: its bare integer beats a box the
+    analysis wrote before changing its mind."""
+    result, _ = solve(lambda r: said(analysis("Maybe \\boxed{12}? No." + DOUBT), final("**13**")), config(), sandbox)
+    assert result.answer == 13
+
+
+def test_several_boxes_give_the_last_one_and_the_stop_takes_the_first_complete_one(sandbox) -> None:
+    side_by_side = said(final("The cases give \\boxed{2}, \\boxed{3}"))
+    assert solve(lambda r: side_by_side, config(), sandbox)[0].answer == 3
+    two = said(analysis("Case one: \\boxed{5}. Case two: \\boxed{6}." + DOUBT))
+    stopped, _ = solve(lambda r: two, config(stop_at_first_boxed=True), sandbox)
+    assert (stopped.answer, stopped.samples[0].finish_reason) == (5, "stop")
+
+
+def test_attempts_stopped_at_analysis_boxes_vote(sandbox) -> None:
+    """Four attempts end at analysis boxes: their votes count (before, each was an error and dropped)."""
+    def script(r: ScriptedRequest) -> Completion:
+        i = attempt(r)
+        if i < 4:
+            return said(analysis("quick " * (5 + 3 * i) + "\\boxed{7}" + DOUBT))
+        return Completion(tuple(completion_ids([analysis("still thinking")]))[:-1], repeat=(ENC.encode(" hmm")[0],))
+
+    rules = StopRules(agreements=(Agreement(4, 4, "any"),), certain=False)
+    engine = ScriptedEngine(script, decode=ENC.decode)
+    cfg = config(8, max_tokens=20_000, rules=rules, stop_at_first_boxed=True)
+    result = asyncio.run(Solver(engine, cfg, profile="aimo3", sandbox=sandbox).solve("p1", PROBLEM))
+    assert result.answer == 7 and result.reason == "agreement: 4 votes"
+    assert [s.finish_reason for s in result.samples[:4]] == ["stop"] * 4

@@ -35,7 +35,8 @@ MAX_INT_DIGITS = 4000
 _PHRASE_WINDOW = 3000
 """Characters at the end of a region searched for a "final answer is" phrase."""
 
-_BOX_NAMES = ("boxed", "fbox", "framebox")
+BOX_NAMES = ("boxed", "fbox", "framebox")
+"""Commands whose argument is a boxed answer."""
 _PHRASE = re.compile(
     r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:|=)\s*(?:[:\s]|\*\*)*(.{1,120})",
     re.IGNORECASE,
@@ -94,7 +95,7 @@ def _boxes_before(text: str, end: int) -> tuple[int, str, int] | None:
     while end > 0:
         best = -1
         best_name = ""
-        for name in _BOX_NAMES:
+        for name in BOX_NAMES:
             pos = text.rfind(name, 0, end)
             if pos > best:
                 best, best_name = pos, name
@@ -113,7 +114,7 @@ def has_complete_box(text: str) -> bool:
     return _boxes_before(text, len(text)) is not None
 
 
-def _last_boxed(region: str) -> str | None:
+def last_box(region: str) -> str | None:
     """Last non-empty box of ``region``. Several boxes side by side ("\\boxed{2}, \\boxed{3}") give the
     last one, as the AIMO3 notebooks submit: a model that boxes twice has usually corrected itself, and an
     abstention scores nothing."""
@@ -135,7 +136,7 @@ def _clean_phrase_value(value: str) -> str | None:
     return value or None
 
 
-def _phrase_answer(region: str) -> str | None:
+def phrase_answer(region: str) -> str | None:
     """A "final answer is X" / "**Answer:** X" phrase near the end of ``region``."""
     window = region[-_PHRASE_WINDOW:]
     last = None
@@ -146,6 +147,34 @@ def _phrase_answer(region: str) -> str | None:
         if value is not None:
             return value
     return None
+
+
+_WRAPPERS = re.compile(
+    r"^(?:\*\*|__|\$\$?|\\\(|\\\[|\\displaystyle|\\textbf\{|\\mathbf\{|\\text\{|\\boxed\{|[{}\s])+"
+    r"|(?:\*\*|__|\$\$?|\\\)|\\\]|[{}.\s])+$"
+)
+_ANSWER_LABEL = re.compile(r"^\s*(?:\*\*|__)?\s*(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:=]\s*(?:\*\*|__)?", re.IGNORECASE)
+_LONE_INTEGER = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+|[-+]?\d+")
+
+
+def lone_integer(text: str) -> str | None:
+    """The integer a short answer text *is*, once stripped of its LaTeX and markdown wrappers, or None.
+
+    Why: about one in five real gpt-oss ``final`` messages write the answer without a box — ``41754``,
+    ``\\displaystyle 41754``, ``\\(\\displaystyle 325\\)``, ``**325**``, ``Answer: 325`` (docs/design.md
+    "AIMO3"). Only a text that is one integer and nothing else counts: a sentence that mentions numbers is
+    left to the phrase rules, so "we need 3 more steps" is never read as 3.
+    """
+    s = _as_text(text)
+    if s is None or len(s) > 200:
+        return None
+    s = _ANSWER_LABEL.sub("", s.strip())
+    for _ in range(4):  # nested wrappers: **\(\displaystyle 325\)**
+        new = _WRAPPERS.sub("", s)
+        if new == s:
+            break
+        s = new
+    return s if _LONE_INTEGER.fullmatch(s) else None
 
 
 def _last_output_number(region: str) -> str | None:
@@ -161,10 +190,10 @@ def _last_output_number(region: str) -> str | None:
 
 
 def _answer_in(region: str, *, answer_section: bool) -> str | None:
-    boxed = _last_boxed(region)
+    boxed = last_box(region)
     if boxed is not None:
         return boxed
-    phrase = _phrase_answer(region)
+    phrase = phrase_answer(region)
     if phrase is not None:
         return phrase
     output = _last_output_number(region)

@@ -5,10 +5,11 @@ Everything the AIMO2 winners did inside ``predict`` lives here, on the async
 
 * ``n`` samples launched at once from a prompt mix (CoT / TIR) and a sampling schedule (per-sample
   temperature / top-p / min-p), so vLLM batches them and prefix-caches the shared prompt;
-* a sample stops at ``</think>`` (or at its first complete ``\\boxed{}``) if configured; a sample that
-  closes a code block is paused, the code runs in the sandbox while the other samples keep generating,
-  the output block is appended and the sample continues (up to ``max_code_calls``) — where a code block
-  starts and ends, and how its output is written, is the TIR format's business
+* a sample stops at ``</think>``, or at its first complete ``\\boxed{}`` (``stop_at_first_boxed``), if
+  configured; a sample that closes a code block is paused, the code runs in the sandbox while the other
+  samples keep generating, the output is appended and the sample continues (up to the protocol's
+  ``max_calls``) — where a turn ends (a tool call, an answer), how a tool's output is written back and how
+  the answer is read is the conversation protocol's business (:mod:`kit.runtime.protocols`)
   (:class:`~kit.runtime.protocols.tir.TIRFormat`);
 * a sample looping on the same text is stopped;
 * after every finished sample a :class:`~kit.runtime.voting.Ballot` decides whether the question is
@@ -28,19 +29,17 @@ import asyncio
 import contextlib
 import time
 import traceback
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
-from kit.runtime.answers import extract_answer, has_complete_box
 from kit.runtime.confidence import Confidence
 from kit.runtime.engines.base import Engine, GenParams
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.protocols import make_protocol
-from kit.runtime.protocols.base import Conversation, Protocol, Request
+from kit.runtime.protocols.base import Conversation, Cut, Protocol, Request
 from kit.runtime.records import RunRecorder
 from kit.runtime.results import DONE_REASONS, ProblemResult, SampleResult
 from kit.runtime.sandbox import Sandbox, Status
-from kit.runtime.sandbox.pool import HARMONY_PRELUDE
 from kit.runtime.solver_config import (
     SAMPLING_PRESETS,
     TINY_SOLVER,
@@ -97,16 +96,11 @@ def clean_problem(problem: Any) -> str:
 
 
 def sandbox_for(config: SolverConfig) -> Sandbox | None:
-    """A started sandbox when the prompt mix has TIR prompts (sized to the samples), else None.
-
-    Harmony's python tool follows the gpt-oss conventions: a bare last expression is printed and every
-    session starts with :data:`~kit.runtime.sandbox.pool.HARMONY_PRELUDE` (unless the config names its own
-    prelude)."""
+    """A started sandbox when the prompt mix has TIR prompts (sized to the samples), else None, with the
+    settings the protocol's tool needs (Harmony: a bare last expression printed, the AIMO3 prelude)."""
     if not any(p.kind == "tir" for p in config.prompts):
         return None
-    sandbox = config.sandbox
-    if config.protocol == "harmony":
-        sandbox = replace(sandbox, show_last_expression=True, prelude=sandbox.prelude or HARMONY_PRELUDE)
+    sandbox = make_protocol(config).tool_sandbox(config.sandbox)
     return Sandbox(config=sandbox, workers=min(config.n_samples, 8), timeout=config.code_timeout).start()
 
 
@@ -331,9 +325,7 @@ class Solver:
                          logprobs=cfg.logprobs)
 
     def _calls_allowed(self, sample: SampleResult) -> bool:
-        cfg = self.config
-        limit = cfg.max_turns if cfg.protocol == "harmony" else cfg.max_code_calls
-        return sample.kind == "tir" and len(sample.code) < limit
+        return sample.kind == "tir" and len(sample.code) < self.protocol.max_calls
 
     async def _run_sample(self, state: _Problem, sample: SampleResult, budget: int) -> SampleResult:
         engine = self.engine
@@ -375,16 +367,16 @@ class Solver:
         return sample
 
     async def _stream(self, state: _Problem, rid: str, request: Request, params: GenParams, conv: Conversation,
-                      confidence: Confidence) -> tuple[str, str, list[int], int, int | None]:
-        """Run one request; returns (why it ended, its text, its token ids, tokens used, where a tool call
-        was cut in the text)."""
+                      confidence: Confidence) -> tuple[str, str, list[int], int, Cut | None]:
+        """Run one request; returns (why it ended, its text, its token ids, tokens used, where the protocol
+        cut the turn: a tool call or an answer)."""
         cfg = self.config
         text, tokens, finish = "", 0, "stop"
         ids: list[int] = []
         checked = 0
         state.live.add(rid)
         stream = self.engine.generate(request.prompt, params, rid)
-        cut: int | None = None
+        cut: Cut | None = None
         reason: str | None = None
         try:
             async for chunk in stream:
@@ -395,12 +387,9 @@ class Solver:
                 if chunk.finished:
                     finish = chunk.finish_reason or "stop"
                     break
-                cut = conv.watch(text, chunk.delta)
+                cut = conv.watch(chunk)
                 if cut is not None:
-                    reason = "code"
-                    break
-                if cfg.stop_at_first_boxed and "boxed" in chunk.delta and has_complete_box(text):
-                    reason = "stop"
+                    reason = "cut"
                     break
                 if cfg.repetition_repeats and len(text) - checked >= 64:
                     checked = len(text)
@@ -414,7 +403,7 @@ class Solver:
                     await asyncio.wait_for(self.engine.abort([rid]), timeout=cfg.abort_grace)
             with contextlib.suppress(Exception):
                 await stream.aclose()  # type: ignore[attr-defined]
-        if reason == "code":
+        if reason == "cut":
             return "stop", text, ids, tokens, cut
         return reason or finish, text, ids, tokens, None
 
@@ -433,8 +422,7 @@ class Solver:
 
     async def _read_answer(self, sample: SampleResult, conv: Conversation | None) -> None:
         """Extract and normalise the sample's answer in a thread (sympy may take seconds)."""
-        text = conv.answer_text() if conv is not None else sample.text
-        sample.raw_answer = await self._off_loop(extract_answer, text)
+        sample.raw_answer = await self._off_loop(conv.raw_answer) if conv is not None else None
         sample.answer = await self._off_loop(self.profile.to_answer, sample.raw_answer) \
             if sample.raw_answer is not None else None
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from typing import Protocol as TypingProtocol
 
-from kit.runtime.engines.base import Prompt
+from kit.runtime.engines.base import Chunk, Prompt
 from kit.runtime.prompts import PromptTemplate
+from kit.runtime.sandbox.pool import SandboxConfig
 from kit.runtime.sandbox.result import RunResult
 
 OffLoop = Callable[..., Awaitable[Any]]
@@ -29,6 +30,16 @@ class Request:
     prompt: Prompt
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where the protocol ends a turn while it streams: at a tool call (run it, then continue) or at an
+    answer (the attempt is finished: ``SolverConfig.stop_at_first_boxed``)."""
+
+    kind: Literal["call", "answer"]
+    at: int | None = None
+    """For a call of a text protocol: where the call ends in the turn's text (the rest is dropped)."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +65,12 @@ class Conversation(TypingProtocol):
 
     def request(self, calls_allowed: bool) -> Request: ...
 
-    def watch(self, text: str, delta: str) -> int | None:
-        """While streaming: where a tool call ends in this turn's ``text`` (cut there and run it), or None."""
+    def watch(self, chunk: Chunk) -> Cut | None:
+        """While streaming (every chunk that does not finish the request): whether the turn ends here — a
+        tool call to run, or an answer that finishes the attempt — or None."""
         ...
 
-    def end_turn(self, text: str, ids: Sequence[int], tokens: int, finish_reason: str, cut: int | None,
+    def end_turn(self, text: str, ids: Sequence[int], tokens: int, finish_reason: str, cut: Cut | None,
                  calls_allowed: bool) -> TurnEnd:
         """Take the turn's output (its text, token ids when the engine gives them, tokens generated) into
         the conversation and say what it was."""
@@ -73,8 +85,9 @@ class Conversation(TypingProtocol):
         """Everything after the prompt, as text (the sample's record)."""
         ...
 
-    def answer_text(self) -> str:
-        """The text the final answer is read from."""
+    def raw_answer(self) -> str | None:
+        """The final answer as written (before the profile makes it an integer), read the protocol's way;
+        None when the attempt gave none."""
         ...
 
 
@@ -82,6 +95,12 @@ class Protocol(TypingProtocol):
     """A conversation protocol: opens one conversation per sample."""
 
     name: str
+    max_calls: int
+    """Tool calls one sample may make."""
+
+    def tool_sandbox(self, config: SandboxConfig) -> SandboxConfig:
+        """The sandbox settings this protocol's tool needs (its output conventions, its prelude)."""
+        ...
 
     async def open(self, template: PromptTemplate, problem: str, answer_rule: str, engine: Any,
                    off_loop: OffLoop) -> Conversation: ...

@@ -12,9 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kit.runtime.answers import extract_answer, has_complete_box
+from kit.runtime.engines.base import Chunk
 from kit.runtime.prompts import PromptTemplate
-from kit.runtime.protocols.base import OffLoop, Request, TurnEnd
+from kit.runtime.protocols.base import Cut, OffLoop, Request, TurnEnd
 from kit.runtime.protocols.tir import TIRFormat, get_format
+from kit.runtime.sandbox.pool import SandboxConfig
 from kit.runtime.sandbox.result import RunResult
 
 
@@ -22,12 +25,13 @@ class TextConversation:
     """One sample: the prompt text and the text generated and appended since."""
 
     def __init__(self, prompt: str, prompt_tokens: int, *, tir: TIRFormat | None, stop: tuple[str, ...],
-                 count: Callable[[str], int]) -> None:
+                 count: Callable[[str], int], stop_at_box: bool = False) -> None:
         self.prompt = prompt
         self.prompt_tokens = prompt_tokens
         self.context_tokens = prompt_tokens
         self.tir = tir
         self.stop = stop
+        self.stop_at_box = stop_at_box
         self._count = count
         self._text = ""
 
@@ -35,19 +39,25 @@ class TextConversation:
         stops = self.stop + (self.tir.stop if self.tir is not None and calls_allowed else ())
         return Request(self.prompt + self._text, stops)
 
-    def watch(self, text: str, delta: str) -> int | None:
+    def watch(self, chunk: Chunk) -> Cut | None:
+        text, delta = chunk.text, chunk.delta
         tir = self.tir
-        if tir is None or tir.code_end not in text[-(len(delta) + len(tir.code_end)):]:
-            return None
-        return tir.call_end(text)
+        if tir is not None and tir.code_end in text[-(len(delta) + len(tir.code_end)):]:
+            at = tir.call_end(text)
+            if at is not None:
+                return Cut("call", at)
+        if self.stop_at_box and "}" in delta and has_complete_box(text):
+            return Cut("answer")
+        return None
 
-    def end_turn(self, text: str, ids: Sequence[int], tokens: int, finish_reason: str, cut: int | None,
+    def end_turn(self, text: str, ids: Sequence[int], tokens: int, finish_reason: str, cut: Cut | None,
                  calls_allowed: bool) -> TurnEnd:
-        if cut is not None:
-            text = text[:cut]
+        call = cut is not None and cut.kind == "call"
+        if call:
+            text = text[: cut.at]  # type: ignore[union-attr]
         self._text += text
         self.context_tokens += tokens
-        if self.tir is not None and calls_allowed and (cut is not None or (
+        if self.tir is not None and calls_allowed and (call or (
                 finish_reason == "stop" and self.tir.ends_with_call(text))):
             return TurnEnd("call", code=self.tir.code(self._text) or "")
         return TurnEnd("done", reason=finish_reason)
@@ -65,8 +75,8 @@ class TextConversation:
     def transcript(self) -> str:
         return self._text
 
-    def answer_text(self) -> str:
-        return self._text
+    def raw_answer(self) -> str | None:
+        return extract_answer(self._text)
 
 
 @dataclass
@@ -75,6 +85,10 @@ class TextProtocol:
 
     tir: TIRFormat
     stop: tuple[str, ...] = ()
+    max_calls: int = 4
+    """Code blocks run per sample (``SolverConfig.max_code_calls``)."""
+    stop_at_box: bool = False
+    """End a sample at its first complete ``\\boxed{}`` (``SolverConfig.stop_at_first_boxed``)."""
     name: str = "text"
     _counted: dict[str, int] = field(default_factory=dict, repr=False)
     """Token counts of the latest prompts (all samples of a template share one prompt)."""
@@ -82,7 +96,11 @@ class TextProtocol:
     @classmethod
     def from_config(cls, config: Any) -> TextProtocol:
         """``config.tir_format``'s code blocks; samples stop at ``</think>`` when ``stop_after_reasoning``."""
-        return cls(get_format(config.tir_format), ("</think>",) if config.stop_after_reasoning else ())
+        return cls(get_format(config.tir_format), ("</think>",) if config.stop_after_reasoning else (),
+                   max_calls=config.max_code_calls, stop_at_box=config.stop_at_first_boxed)
+
+    def tool_sandbox(self, config: SandboxConfig) -> SandboxConfig:
+        return config
 
     async def open(self, template: PromptTemplate, problem: str, answer_rule: str, engine: Any,
                    off_loop: OffLoop) -> TextConversation:
@@ -93,4 +111,4 @@ class TextProtocol:
             self._counted[prompt] = await off_loop(engine.count_tokens, prompt)
         return TextConversation(prompt, self._counted[prompt],
                                 tir=self.tir if template.kind == "tir" else None, stop=self.stop,
-                                count=engine.count_tokens)
+                                count=engine.count_tokens, stop_at_box=self.stop_at_box)
