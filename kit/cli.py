@@ -19,6 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kit.learn.scorer import Scorer
+from kit.offline.attempt_logs import is_attempt_log, parse_column_map
 from kit.offline.budget import DEFAULT_BUDGETS
 from kit.offline.evaluate import evaluate
 from kit.offline.report import print_summary, write_json, write_report
@@ -150,7 +151,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--pool", default=None,
-                   help="skythought_aime24 (default), synthetic, a trace file/folder, or a records.jsonl")
+                   help="skythought_aime24 (default), synthetic, a trace file/folder, a records.jsonl, or another "
+                        "harness's attempt log: a Harmony token log (.jsonl) or an attempt table (.csv/.parquet)")
+    p.add_argument("--map", dest="columns", type=parse_column_map, default=None, metavar="OLD=NEW[,...]",
+                   help="rename an attempt log's columns on the way in, e.g. ground_truth=gold,total_tokens=tokens")
     p.add_argument("--policies", default=None,
                    help="comma-separated policies (default: ours,second_place,linspace,equal; under --profile aimo3 "
                         "ours,aimo3_baseline,equal,linspace); the bounds are always added")
@@ -160,7 +164,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="speed model: l4x4-7b-awq, l4x4-14b-awq, h100-7b-bf16, h100-gpt-oss-120b (--tune: a "
                         "comma-separated list)")
     p.add_argument("--startup", type=_seconds, default=600.0, help="model loading time before the first problem")
-    p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
+    p.add_argument("--profile", default=None, choices=sorted(PROFILES),
+                   help=f"competition profile (default: aimo3 for an attempt log, else {DEFAULT_PROFILE})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--difficulty", type=Path, default=None,
                    help="difficulty predictor folder: adds the row 'ours+difficulty' (ours with its hook)")
@@ -175,7 +180,11 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate_defaults(args: argparse.Namespace) -> None:
-    """Pool, hardware and policies the options leave out: the AIMO2 ones, or the AIMO3 ones under --profile aimo3."""
+    """Profile, pool, hardware and policies the options leave out: the AIMO2 ones, or the AIMO3 ones under
+    --profile aimo3 (the default for an attempt log: Harmony logs and attempt tables are the AIMO3 teams')."""
+    if args.profile is None:
+        log = args.pool is not None and is_attempt_log(args.pool, args.columns)
+        args.profile = "aimo3" if log else DEFAULT_PROFILE
     aimo3 = args.profile == "aimo3"
     args.pool = args.pool or ("syn-aimo3" if aimo3 else "skythought_aime24")
     tune_hw = "h100-gpt-oss-120b" if aimo3 else "l4x4-7b-awq,l4x4-14b-awq"
@@ -191,7 +200,7 @@ def _tune(args: argparse.Namespace) -> int:
     policy = args.tune or ("aimo3_baseline" if args.profile == "aimo3" else "ours")
     names = list(family(args.profile)) if args.pools == "family" else [n.strip() for n in args.pools.split(",")
                                                                           if n.strip()]
-    pools = {n: load_pool_arg(n, args.profile, args.seed) for n in names}
+    pools = {n: load_pool_arg(n, args.profile, args.seed, columns=args.columns) for n in names}
     hardware = [h.strip() for h in args.hardware.split(",")]
     print(f"tuning {policy} on {len(pools)} pools x {len(hardware)} hardware, {args.tune_runs} competitions per "
           f"point and cell, profile {args.profile}", flush=True)
@@ -218,7 +227,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.runs < 2:
         raise ValueError(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
     start = time.perf_counter()
-    pool = load_pool_arg(args.pool, args.profile, args.seed)
+    pool = load_pool_arg(args.pool, args.profile, args.seed, columns=args.columns)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
     extra = []
     if args.difficulty is not None:
@@ -283,7 +292,11 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--records", action="append", type=Path, default=[], metavar="PATH",
                    help="a run's records.jsonl (repeatable)")
     p.add_argument("--pool", action="append", default=[], metavar="NAME|PATH",
-                   help="trace pool: skythought_aime24, nemoskills, tora_gsm8k, or a trace folder/file (repeatable)")
+                   help="trace pool: skythought_aime24, nemoskills, tora_gsm8k, or a trace folder/file; or another "
+                        "harness's attempt log: a Harmony token log (.jsonl) or an attempt table (.csv/.parquet) "
+                        "(repeatable)")
+    p.add_argument("--map", dest="columns", type=parse_column_map, default=None, metavar="OLD=NEW[,...]",
+                   help="rename an attempt log's columns on the way in, e.g. ground_truth=gold,total_tokens=tokens")
     p.add_argument("--run", nargs="?", const="", default=None, metavar="DRYRUN_ARGS",
                    help="first run the solver with `python -m kit dryrun` and these arguments (quoted, e.g. "
                         "--run \"--engine replay --limit 5\", or --run=--verbose for a single option; alone: "
@@ -291,7 +304,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokenizer", default=None, metavar="approx|tiny|PATH",
                    help="tokenizer for the budget curve (default: the run's own model for records, approx for pools)")
     p.add_argument("--profile", default=None, choices=sorted(PROFILES),
-                   help=f"competition profile for pools (records use their run's; default: {DEFAULT_PROFILE})")
+                   help=f"competition profile for pools (records use their run's; default: {DEFAULT_PROFILE}, aimo3 "
+                        "for attempt logs)")
     p.add_argument("--budgets", type=_int_list, default=None, metavar="LIST",
                    help="token budgets of the budget curve (default: 1k,2k,4k,6k,8k,12k,16k,24k,32k)")
     p.add_argument("--k", dest="ks", type=_int_list, default=None, metavar="LIST",
@@ -331,7 +345,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"the dry-run ({args.run or 'defaults'}) answered no problem: nothing to evaluate")
         records.append(dry.out / "records.jsonl")
     start = time.perf_counter()
-    runs = load_runs(records, args.pool, tokenizer=args.tokenizer, profile=args.profile, console=console)
+    runs = load_runs(records, args.pool, tokenizer=args.tokenizer, profile=args.profile, console=console,
+                     columns=args.columns)
     scorer = Scorer.load(args.scorer) if args.scorer is not None else None
     ev = evaluate(runs, ks=args.ks, budgets=args.budgets or DEFAULT_BUDGETS, n_boot=args.boot, seed=args.seed,
                   scorer=scorer, console=console)

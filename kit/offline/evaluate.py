@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from kit.offline.budget import DEFAULT_BUDGETS, budget_curve
+from kit.offline.finish_order import finish_order
 from kit.offline.metrics import default_ks, finished_samples_frame, problem_table, run_summary
 from kit.offline.runs import Run, verify_token_counts
 from kit.offline.selection import CandidateScorer, strategies_table
@@ -36,6 +37,8 @@ class Evaluation:
     samples: pl.DataFrame
     curve: pl.DataFrame
     strategies: pl.DataFrame
+    finish: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """Per run, what finishing first says for this model (:mod:`kit.offline.finish_order`)."""
     seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
@@ -46,6 +49,7 @@ class Evaluation:
             "ks": self.ks, "budgets": self.budgets,
             "metrics": self.summary.to_dicts(), "problems": self.problems.to_dicts(),
             "budget_curve": self.curve.to_dicts(), "strategies": self.strategies.to_dicts(),
+            "finish_order": self.finish.to_dicts(),
             "seconds": round(self.seconds, 3),
         })
 
@@ -86,6 +90,8 @@ def evaluate(runs: Sequence[Run], *, ks: Sequence[int] | None = None,
     strat = pl.concat([strategies_table(r, n_boot=n_boot, seed=seed, scorer=loaded_scorer)
                        for r in runs if r.scored],
                       how="diagonal_relaxed") if strategies and any(r.scored for r in runs) else pl.DataFrame()
+    orders = [f.row() for r in runs if (f := finish_order(r, n_boot=n_boot, seed=seed)) is not None]
     return Evaluation(runs=runs, ks=list(ks), budgets=sorted(set(budgets)), summary=summary,
                       problems=pl.concat(tables, how="diagonal_relaxed"), samples=samples, curve=curve,
-                      strategies=strat, seconds=time.perf_counter() - t0)
+                      strategies=strat, finish=pl.DataFrame(orders) if orders else pl.DataFrame(),
+                      seconds=time.perf_counter() - t0)

@@ -142,6 +142,13 @@ def write_report(ev: Evaluation, out: Path, *, max_problem_rows: int = 100) -> d
         "Strategies of kit.offline.selection on the finished samples of each scored problem; 95 % bootstrap CI "
         "over problems.", "",
         _markdown(ev.strategies.with_columns(pl.col(pl.Float64).round(3))), "",
+        "## What finishing first says", "",
+        "First-finish accuracy (the first attempt to finish: by finish time when recorded, else the shortest) "
+        "against a random attempt (mean pass@1), their difference with a paired 95 % bootstrap CI over problems, "
+        "and the median length of wrong attempts over right ones. A rule that trusts early finishers (a "
+        "first-finish quorum, ties to the earliest) is for models where the difference is clearly above 0 "
+        "(docs/evaluation.md).", "",
+        _markdown(_rounded(ev.finish)) if not ev.finish.is_empty() else "(no scored problem with two attempts)", "",
         "## Lengths of correct and wrong samples", "", "![lengths](lengths.png)", "",
     ]
     if time_png is not None:
@@ -162,6 +169,10 @@ def write_report(ev: Evaluation, out: Path, *, max_problem_rows: int = 100) -> d
     report.write_text("\n".join(parts), encoding="utf-8")
     files["report"] = report
     return files
+
+
+def _rounded(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(pl.col(pl.Float64).round(3))
 
 
 def write_json(ev: Evaluation, path: Path) -> Path:
@@ -185,3 +196,7 @@ def print_summary(ev: Evaluation, console: Console) -> None:
     console.print(_rich_table(side_by_side(ev.summary), "evaluation"))
     if not ev.strategies.is_empty():
         console.print(_rich_table(ev.strategies, "answer selection (95 % bootstrap CI)"))
+    if not ev.finish.is_empty():
+        cols = ["run", "problems", "first_finish", "random", "difference", "diff_low", "diff_high", "length_ratio",
+                "verdict"]
+        console.print(_rich_table(ev.finish.select(cols), "what finishing first says (95 % bootstrap CI)"))

@@ -10,7 +10,8 @@ pairs and the difficulty targets all read runs through this module, so a file is
   line is dropped), and :func:`samples_frame` / :func:`problems_frame`, those events as polars frames;
 * :func:`load_records_run` — a records file as a :class:`Run`, validated field by field (errors name the
   file, line and field);
-* :func:`load_pool_run` — a trace pool as a :class:`Run` (answers and golds normalised for a profile);
+* :func:`load_pool_run` — a trace pool or another harness's attempt log (a Harmony token log, an attempt
+  table: :mod:`kit.offline.attempt_logs`) as a :class:`Run` (answers and golds normalised for a profile);
 * :func:`load_runs` — several of either, with each run's tokenizer resolved and checked.
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 import polars as pl
 from rich import progress
 
+from kit.offline.attempt_logs import LoggedAttempt, is_attempt_log, read_attempt_log
 from kit.offline.tokenizers import ApproxSplitter, TokenSplitter, own_tokenizer, resolve_tokenizer
 from kit.offline.traces import load_pool
 from kit.runtime.answers import extract_answer
@@ -163,6 +165,9 @@ class Run:
     recount_ratio: float | None = None
     ends: dict[tuple[str, int], np.ndarray] = field(default_factory=dict, repr=False)
     """Cached token end offsets per (problem id, sample index)."""
+    logged: dict[tuple[str, int], LoggedAttempt] = field(default_factory=dict, repr=False)
+    """An attempt log's attempts per (problem id, sample index): they are cut at a token budget by their own
+    rules (:meth:`LoggedAttempt.answers_at`), not by re-tokenising a text."""
 
     @property
     def scored(self) -> list[EvalProblem]:
@@ -346,13 +351,18 @@ def _code_stats(text: str) -> tuple[int, int]:
 
 def load_pool_run(pool: str | Path, *, profile: Profile | str | None = None,
                   tokenizer: TokenSplitter | None = None, name: str | None = None,
-                  console: Console | None = None) -> Run:
-    """A run from a recorded trace pool (bundled name, folder or file; see :mod:`kit.offline.traces`).
+                  console: Console | None = None, columns: Mapping[str, str] | None = None) -> Run:
+    """A run from a recorded trace pool (bundled name, folder or file; see :mod:`kit.offline.traces`) or an
+    attempt log (a Harmony token log or an attempt table, with ``columns`` renamed: see
+    :mod:`kit.offline.attempt_logs`).
 
     Samples are grouped by problem id across the pool's files (SkyThought: 11 checkpoints = 11 samples
     per problem). Answers and golds are normalised with the profile (a gold that is not an integer in
-    range leaves the problem unscored); tokens are counted with ``tokenizer`` (default: approx).
+    range leaves the problem unscored); tokens are counted with ``tokenizer`` (default: approx), except in
+    attempt logs, which carry their own counts.
     """
+    if is_attempt_log(pool, columns):
+        return logged_run(pool, profile=profile, columns=columns, name=name)
     prof = get_profile(profile)
     tok = tokenizer or ApproxSplitter()
     recorded = load_pool(pool)
@@ -380,6 +390,40 @@ def load_pool_run(pool: str | Path, *, profile: Profile | str | None = None,
         run.problems.append(EvalProblem(
             problem_id=pid, problem=first.problem, gold=prof.to_answer(first.gold),
             selected=majority([Vote(s.answer) for s in samples]), samples=samples,
+            tokens=sum(s.tokens for s in samples)))
+    unscored = len(run.problems) - len(run.scored)
+    if unscored:
+        run.notes.append(f"{unscored} problem(s) without an integer gold in {prof.name}'s range: unscored")
+    return run
+
+
+def logged_run(path: str | Path, *, profile: Profile | str | None = None, columns: Mapping[str, str] | None = None,
+               name: str | None = None) -> Run:
+    """An attempt log (:func:`kit.offline.attempt_logs.read_attempt_log`) as a run: attempts grouped by
+    problem id in file order; a problem's selected answer is the plain majority of its finished attempts.
+    Without a ``profile`` the log is read as AIMO3's (answers 0–99999, no modulus): the harnesses that write
+    these formats are the AIMO3 teams'."""
+    prof = get_profile(profile or "aimo3")
+    path = Path(path)
+    attempts = read_attempt_log(path, profile=prof, columns=columns)
+    kind = "attempt table" if path.suffix in (".csv", ".parquet") else "harmony log"
+    run = Run(name=name or path.name.removesuffix(".gz").removesuffix(".jsonl").removesuffix(path.suffix),
+              kind="pool", source=str(path), profile=prof, problems=[], model=kind)
+    if profile is None:
+        run.notes.append("profile aimo3 assumed for an attempt log (--profile to change)")
+    groups: dict[str, list[LoggedAttempt]] = {}
+    for a in attempts:
+        groups.setdefault(a.problem_id, []).append(a)
+    for pid, group in groups.items():
+        samples = [EvalSample(index=j, text=a.text, tokens=a.tokens, answer=a.answer, finish_reason=a.finish_reason,
+                              seconds=a.seconds, finished_at=a.seconds, code_calls=a.python_calls,
+                              code_errors=a.python_errors, recorded_correct=a.recorded_correct,
+                              entropy_mean=a.entropy_mean, entropy_tail=a.entropy_tail)
+                   for j, a in enumerate(group)]
+        run.logged.update({(pid, j): a for j, a in enumerate(group)})
+        run.problems.append(EvalProblem(
+            problem_id=pid, problem=next((a.problem for a in group if a.problem), ""), gold=group[0].gold,
+            selected=majority([Vote(s.answer) for s in samples if s.done]), samples=samples,
             tokens=sum(s.tokens for s in samples)))
     unscored = len(run.problems) - len(run.scored)
     if unscored:
@@ -459,8 +503,9 @@ def _unique_names(runs: Sequence[Run]) -> None:
 
 def load_runs(records: Sequence[str | Path] = (), pools: Sequence[str | Path] = (), *,
               tokenizer: str | Path | None = None, profile: str | None = None,
-              console: Console | None = None) -> list[Run]:
-    """Load and check every input; resolve each run's tokenizer (see :func:`tokenizer_for_records`)."""
+              console: Console | None = None, columns: Mapping[str, str] | None = None) -> list[Run]:
+    """Load and check every input; resolve each run's tokenizer (see :func:`tokenizer_for_records`);
+    ``columns`` renames the fields of attempt logs among the pools."""
     if not records and not pools:
         raise ValueError("nothing to evaluate: give --records PATH, --pool NAME|PATH or --run")
     chosen = resolve_tokenizer(tokenizer) if tokenizer is not None else None
@@ -470,6 +515,6 @@ def load_runs(records: Sequence[str | Path] = (), pools: Sequence[str | Path] = 
         run.tokenizer = tokenizer_for_records(run, chosen)
         runs.append(run)
     for pool in pools:
-        runs.append(load_pool_run(pool, profile=profile, tokenizer=chosen, console=console))
+        runs.append(load_pool_run(pool, profile=profile, tokenizer=chosen, console=console, columns=columns))
     _unique_names(runs)
     return runs

@@ -39,13 +39,15 @@ class SimProblem:
 # --- pools -----------------------------------------------------------------------------------------
 
 
-def pool_from_traces(pool: str | Path, profile: Profile | str | None = None) -> list[SimProblem]:
-    """Problems of a recorded trace pool, read by :func:`kit.offline.runs.load_pool_run` (answers normalised
-    for the profile; approximate token counts, as the replay engine counts)."""
+def pool_from_traces(pool: str | Path, profile: Profile | str | None = None, *,
+                     columns: Mapping[str, str] | None = None) -> list[SimProblem]:
+    """Problems of a recorded trace pool or an attempt log (a Harmony token log, an attempt table with
+    ``columns`` renamed), read by :func:`kit.offline.runs.load_pool_run`: answers normalised for the profile;
+    token counts approximate, as the replay engine counts, except in attempt logs, which carry their own."""
     tok = ApproxTokenizer()
     return [SimProblem(p.problem_id, p.gold, tuple((s.answer, max(s.tokens, 1)) for s in p.samples),
                        tok.count(p.problem) + 60, text=p.problem)
-            for p in load_pool_run(pool, profile=profile).problems]
+            for p in load_pool_run(pool, profile=profile, columns=columns).problems]
 
 
 def pool_from_records(path: str | Path, profile: Profile | str | None = None, *,
@@ -104,9 +106,11 @@ def pool_synthetic(spec: SyntheticSpec = SyntheticSpec()) -> list[SimProblem]:
     return out
 
 
-def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0) -> list[SimProblem]:
+def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0, *,
+                  columns: Mapping[str, str] | None = None) -> list[SimProblem]:
     """``synthetic``, a pool of :func:`family` (e.g. ``syn-r1-8``, ``syn-aimo3``), a bundled trace pool name, a
-    trace file/folder, or a run-records jsonl."""
+    trace file/folder, a run-records jsonl, or an attempt log (Harmony token log, attempt table; ``columns``
+    renames its fields)."""
     if pool == "synthetic":
         return pool_synthetic(SyntheticSpec(seed=seed))
     synthetic = {n: load for n, load in {**family("aimo2"), **family("aimo3")}.items() if n.startswith("syn-")}
@@ -115,7 +119,7 @@ def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0
     path = Path(pool)
     if path.is_file() and path.name.startswith("records"):
         return pool_from_records(path, profile)
-    return pool_from_traces(pool, profile)
+    return pool_from_traces(pool, profile, columns=columns)
 
 
 def draw_problems(pool: Sequence[SimProblem], rng: random.Random, n_problems: int) -> list[SimProblem]:
