@@ -37,22 +37,17 @@ How a request is answered
 
 Time
 ----
-One coordinator task advances all active requests together, ``chunk_tokens`` decode steps at a time
-(a chunk ends early where a request finishes, and at the step during which a clock sleeper wakes, so
-finish times are exact per token and a watchdog acts within a step), with the duration from
-:class:`SpeedModel`. In virtual mode it takes a step only when every other task of the event loop
-is blocked and nobody holds the clock, so what the solver does between chunks (aborting, starting
-requests) happens at a well-defined virtual time and results never depend on event-loop scheduling.
-Work outside the engine (sandbox code) should run inside ``clock.hold()``: it then takes zero virtual
-time (never await the engine or ``clock.sleep`` while holding: that deadlocks). Real-time waits not
-under ``hold()`` look like idleness to the virtual clock. One engine per virtual clock; one event loop
-at a time. ``realtime=True`` paces steps with real ``asyncio.sleep`` (divided by ``speedup``) on a
+Requests decode together in virtual time on the config's :class:`SpeedModel`, chunk by chunk, exact per
+token (:class:`kit.sim.decoder.VirtualDecoder`, shared with the token replay of Harmony logs). Work outside
+the engine (sandbox code) should run inside ``clock.hold()``: it then takes zero virtual time (never await
+the engine or ``clock.sleep`` while holding: that deadlocks). Real-time waits not under ``hold()`` look like
+idleness to the virtual clock. One engine per virtual clock; one event loop at a time. ``realtime=True``
+paces steps with real ``asyncio.sleep`` (divided by ``speedup``) on a
 :class:`~kit.runtime.engines.base.RealClock`, for demos.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -67,7 +62,8 @@ from kit.runtime.run_config import SubmissionConfig
 from kit.runtime.throughput import SpeedModel
 from kit.runtime.tokens import ApproxTokenizer
 from kit.sim.alignment import align, common_prefix
-from kit.sim.clock import VirtualClock, settle
+from kit.sim.clock import VirtualClock
+from kit.sim.decoder import ReplayStats, VirtualDecoder
 from kit.sim.streams import Plan, ReplayRequest
 
 log = logging.getLogger(__name__)
@@ -111,21 +107,6 @@ class ReplayConfig:
             raise ValueError(f"on_unknown must be 'error' or 'empty', got {self.on_unknown!r}")
 
 
-@dataclass
-class ReplayStats:
-    """Token accounting, so tests (and cost estimates) can see what each request consumed."""
-
-    tokens_by_request: dict[str, int] = field(default_factory=dict)
-    total_tokens: int = 0
-    prefill_tokens: int = 0
-    requests: int = 0
-    continuations: int = 0
-    unaligned: int = 0
-    """Continuation requests whose prompt holds appended text that replaced no recorded output block."""
-    finish_reasons: dict[str, int] = field(default_factory=dict)
-
-
-
 @dataclass(frozen=True)
 class _Context:
     """A text the engine has processed (a prompt, or a finished request's prompt + text) and its token
@@ -146,16 +127,19 @@ def _snippet(prompt: str) -> str:
 # The engine
 
 
-class ReplayEngine:
+class ReplayEngine(VirtualDecoder):
     """Plays recorded completions as an :class:`~kit.runtime.engines.base.Engine` (see the module docstring)."""
 
     def __init__(self, recordings: Mapping[str, Sequence[str]], config: ReplayConfig | None = None,
                  clock: Clock | None = None) -> None:
         self.config = config or ReplayConfig()
+        if clock is None:
+            clock = RealClock() if self.config.realtime else VirtualClock()
+        super().__init__(clock=clock, speed=self.config.speed, chunk_tokens=self.config.chunk_tokens,
+                         speedup=self.config.speedup)
         self.name = self.config.name
         self.max_model_len = self.config.max_model_len
         self.max_num_seqs = self.config.max_num_seqs
-        self.speed = self.config.speed
         self._recordings: dict[str, list[str]] = {}
         for problem, texts in recordings.items():
             key = problem.strip()
@@ -167,18 +151,11 @@ class ReplayEngine:
             if not self._recordings[key]:
                 raise ValueError(f"replay: problem {key[:40]!r} has no recorded completions")
         self._by_length = sorted(self._recordings, key=len, reverse=True)
-        if clock is None:
-            clock = RealClock() if self.config.realtime else VirtualClock()
-        self.clock: Clock = clock
-        self.stats = ReplayStats()
-        self._active: dict[str, ReplayRequest] = {}
         self._bases: dict[str, tuple[str, int]] = {}
         """Prompts of fresh requests → (problem, tokens); continuations start with one of them."""
         self._latest: dict[tuple[str, int], _Context] = {}
         """(problem, sample) → the last finished request's prompt + text: prefix cache, token counts."""
         self._counters: dict[str, int] = {}
-        self._driver: asyncio.Task[None] | None = None
-        self._closed = False
         self._gap = re.compile(self.config.output_gap)
 
     # -- construction ---------------------------------------------------------------------------------
@@ -247,36 +224,12 @@ class ReplayEngine:
                           details={"problems": len(self._recordings), "realtime": self.config.realtime,
                                    "speed": self.config.speed, "chunk_tokens": self.config.chunk_tokens})
 
-    @property
-    def active_requests(self) -> list[str]:
-        return list(self._active)
-
-    async def generate(self, prompt: Prompt, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
+    def generate(self, prompt: Prompt, params: GenParams, request_id: str) -> AsyncIterator[Chunk]:
         if not isinstance(prompt, str):
             raise TypeError("replay plays text recordings: a token-id prompt needs a token engine "
-                            "(kit.sim.scripted.ScriptedEngine, or vLLM)")
-        req = self._start(prompt, params, request_id)
-        try:
-            while True:
-                chunk = await req.slot.get()
-                yield chunk
-                if chunk.finished:
-                    return
-        finally:
-            if not req.finished:  # the consumer stopped listening: vLLM aborts such requests
-                self._abort_request(req)
-
-    async def abort(self, request_ids: Iterable[str]) -> None:
-        for rid in list(request_ids):
-            req = self._active.get(rid)
-            if req is not None:
-                self._abort_request(req)
-
-    async def close(self) -> None:
-        self._closed = True
-        await self.abort(list(self._active))
-        if self._driver is not None:
-            await asyncio.gather(self._driver, return_exceptions=True)
+                            "(kit.sim.token_replay.TokenReplayEngine for Harmony logs, kit.sim.scripted."
+                            "ScriptedEngine, or vLLM)")
+        return super().generate(prompt, params, request_id)
 
     # -- request set-up -------------------------------------------------------------------------------
 
@@ -296,11 +249,8 @@ class ReplayEngine:
         found = self._find_base(prompt)
         return None if found is None else found[1]
 
-    def _start(self, prompt: str, params: GenParams, request_id: str) -> ReplayRequest:
-        if self._closed:
-            raise RuntimeError("replay engine is closed")
-        if request_id in self._active:
-            raise ValueError(f"request id {request_id!r} is already running")
+    def _start(self, prompt: str, params: GenParams, request_id: str) -> ReplayRequest:  # type: ignore[override]
+        self._check_new(request_id)
         found = self._find_base(prompt)
         if found is None:
             if self.config.on_unknown == "error":
@@ -320,13 +270,7 @@ class ReplayEngine:
         budget = min(params.max_tokens, self.max_model_len - prompt_tokens)
         req = ReplayRequest(request_id, prompt, params, problem, sample, recording, start, prompt_tokens,
                        prefill, budget, self.config.tokenizer)
-        self.stats.requests += 1
-        self.stats.tokens_by_request[request_id] = 0
-        self._active[request_id] = req
-        if self._driver is None:
-            if isinstance(self.clock, VirtualClock):
-                self.clock.engage()
-            self._driver = asyncio.get_running_loop().create_task(self._drive())
+        self._launch(req)
         return req
 
     def _locate(self, problem: str, base: str, prompt: str, params: GenParams) -> tuple[int, int]:
@@ -381,72 +325,13 @@ class ReplayEngine:
             return count(prompt), new
         return max(1, best.tokens - count(best.text[shared:]) + new), new
 
-    # -- the coordinator ------------------------------------------------------------------------------
+    # -- emitting ---------------------------------------------------------------------------------------
 
-    async def _drive(self) -> None:
-        """Advance all active requests together until none is left."""
-        virtual = isinstance(self.clock, VirtualClock)
-        try:
-            while self._active:
-                if virtual:
-                    await self._quiesce()
-                if not self._active:
-                    break
-                batch = list(self._active.values())
-                speed, steps = self.config.speed, self.config.chunk_tokens
-                prefill = sum(r.prefill for r in batch)
-                for r in batch:
-                    self.stats.prefill_tokens += r.prefill
-                    r.prefill = 0
-                prefill_s = speed.prefill_seconds(prefill)
-                context = sum(r.prompt_tokens + r.tokens for r in batch)
-                plans = [r.plan(steps) for r in batch]
-                k = min(p.tokens for p in plans)  # the chunk ends where the first request finishes
-                if virtual and (wake := self.clock.next_wakeup()) is not None:  # type: ignore[attr-defined]
-                    # ... and at the step during which a sleeper (a watchdog) wakes: it acts in time
-                    k = max(speed.steps_within(len(batch), context, k, wake - self.clock.now() - prefill_s), 1)
-                if k < steps:
-                    plans = [r.plan(k) for r in batch]
-                dt = prefill_s + speed.chunk_seconds(len(batch), context, k)
-                if virtual:
-                    await self._advance(dt, batch)
-                else:
-                    await asyncio.sleep(dt / self.config.speedup)
-                for r, p in zip(batch, plans, strict=True):
-                    if not r.finished:  # aborted while the time passed
-                        self._commit(r, p)
-        finally:
-            self._driver = None
-            if virtual:
-                self.clock.disengage()  # type: ignore[attr-defined]
-
-    async def _quiesce(self) -> None:
-        clock: VirtualClock = self.clock  # type: ignore[assignment]
-        while True:
-            await settle()
-            if not clock.held:
-                return
-            await clock.wait_released()
-
-    async def _advance(self, dt: float, batch: list[ReplayRequest]) -> None:
-        """Let ``dt`` virtual seconds pass, waking sleepers on the way (and letting them act). If they
-        abort the whole batch, time stops there: nothing is decoding any more."""
-        clock: VirtualClock = self.clock  # type: ignore[assignment]
-        target = clock.now() + dt
-        while (wake := clock.next_wakeup()) is not None and wake <= target:
-            clock.advance_to(wake)
-            await self._quiesce()
-            if all(r.finished for r in batch):
-                return
-        clock.advance_to(target)
-
-    def _commit(self, req: ReplayRequest, plan: Plan) -> None:
+    def _commit(self, req: ReplayRequest, plan: Plan) -> None:  # type: ignore[override]
         text_tokens = plan.tokens - (plan.finish_reason == "stop" and plan.stop_reason is None)
         req.toks.advance(text_tokens)
         req.cursor = plan.end
-        req.tokens += plan.tokens
-        self.stats.tokens_by_request[req.id] += plan.tokens
-        self.stats.total_tokens += plan.tokens
+        self._count(req, plan.tokens)
         self._emit(req, plan.finish_reason, plan.stop_reason)
         if plan.finish_reason is not None:
             self._finish(req, plan.finish_reason)
@@ -463,14 +348,12 @@ class ReplayEngine:
         req.slot.put(Chunk(req.id, req.recording[req.start : visible], delta, req.tokens,
                            finish_reason is not None, finish_reason, stop_reason))
 
-    def _abort_request(self, req: ReplayRequest) -> None:
+    def _abort_request(self, req: ReplayRequest) -> None:  # type: ignore[override]
         self._emit(req, "abort", None)
         self._finish(req, "abort")
 
     def _finish(self, req: ReplayRequest, reason: str) -> None:
-        req.finished = True
-        self._active.pop(req.id, None)
-        self.stats.finish_reasons[reason] = self.stats.finish_reasons.get(reason, 0) + 1
+        self._finished(req, reason)
         if req.problem:
             text = req.recording[req.start : req.emitted]
             context = _Context(req.prompt + text, req.prompt_tokens + req.tokens)
