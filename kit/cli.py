@@ -23,7 +23,7 @@ from kit.offline.attempt_logs import is_attempt_log, parse_column_map
 from kit.offline.budget import DEFAULT_BUDGETS
 from kit.offline.evaluate import evaluate
 from kit.offline.report import print_summary, write_json, write_report
-from kit.offline.runs import load_records_run, load_runs
+from kit.offline.runs import load_records_run, load_runs, logged_run
 from kit.offline.traces import load_pool
 from kit.runtime.config import ConfigError
 from kit.runtime.difficulty_hook import DifficultyPredictor
@@ -86,8 +86,9 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model folder for vLLM (default: built-in tiny model)")
     p.add_argument("--engine", default=None, choices=["vllm", "replay"], help="generation backend (default: vllm)")
     p.add_argument("--traces", default=None,
-                   help="replay engine: bundled trace pool, trace folder/file, or a run's records.jsonl "
-                        "(default: skythought_aime24)")
+                   help="replay engine: bundled trace pool, trace folder/file, a run's records.jsonl, or a Harmony "
+                        "token log (.jsonl with completion_ids: played by token ids, --stack gpt-oss) (default: "
+                        "skythought_aime24)")
     p.add_argument("--profile", default=None, choices=sorted(PROFILES),
                    help=f"competition profile (default: {DEFAULT_PROFILE})")
     p.add_argument("--preset", default=None,
@@ -123,8 +124,18 @@ def dryrun_config(args: argparse.Namespace) -> SubmissionConfig:
     return replace(cfg, solver=replace(cfg.solver_config(), **changes)) if changes else cfg
 
 
+def _logged_problems(path: str) -> list[Problem]:
+    """The problems of an attempt log, one per problem id (the gold as its answer)."""
+    return [Problem(id=p.problem_id, problem=p.problem, answer=None if p.gold is None else str(p.gold))
+            for p in logged_run(path, profile="aimo3").problems]
+
+
 def _dryrun_problems(args: argparse.Namespace, cfg: SubmissionConfig) -> tuple[list[Problem], str]:
-    """The problems and where they came from: ``--problems``, else the replay pool's, else the AIMO2 reference."""
+    """The problems and where they came from: ``--problems`` (a problem set, or an attempt log's problems),
+    else the replay pool's, else the profile's reference set."""
+    for source in (args.problems, cfg.traces if args.problems is None and cfg.engine == "replay" else None):
+        if source is not None and is_attempt_log(source):
+            return _logged_problems(source), f"attempt log {source}"
     if args.problems is None and cfg.engine == "replay":
         path = Path(cfg.traces)
         if path.is_file() and path.name.startswith("records") and path.suffix == ".jsonl":

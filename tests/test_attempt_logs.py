@@ -15,7 +15,7 @@ from kit.offline.budget import budget_curve
 from kit.offline.finish_order import finish_order, finish_signal
 from kit.offline.runs import EvalProblem, EvalSample, Run, load_pool_run
 from kit.runtime.profiles import get_profile
-from kit.runtime.protocols.harmony import read_completion
+from kit.runtime.protocols.harmony import HarmonyReader, read_completion
 from kit.sim.harmony_logs import LogShape, harmony_log, write_attempt_table, write_harmony_log
 from kit.sim.pools import load_pool_arg
 
@@ -58,8 +58,6 @@ def test_a_harmony_log_is_read_as_its_harness_wrote_it(log, rows) -> None:
 
 def test_the_same_ids_read_the_same_in_a_log_and_live() -> None:
     """One reader: what read_completion says of a log line is what the reader says of the stream."""
-    from kit.runtime.protocols.harmony import HarmonyReader
-
     for r in harmony_log(LogShape(problems=2, attempts=6, seed=9)):
         live = HarmonyReader()
         for k in range(0, len(r["completion_ids"]), 7):  # fed in chunks, as a stream arrives
@@ -154,7 +152,9 @@ def test_a_harmony_logs_budget_curve_re_reads_the_cut_ids(log, rows) -> None:
             ids = run.logged[(p.problem_id, s.index)].ids.tolist()
             at = run.logged[(p.problem_id, s.index)].answers_at([10, len(ids) - 1], prof)
             for b, a in zip([10, len(ids) - 1], at, strict=True):
-                raw = read_completion(ids[:b]).answer
+                reader = HarmonyReader()  # a cut attempt is read as the solver reads one cut by max tokens
+                reader.feed(ids[:b])
+                raw = reader.answer()
                 assert a == (None if raw is None else prof.to_answer(raw))
 
 

@@ -26,6 +26,9 @@ import polars as pl
 
 from kit.runtime.protocols.harmony import assistant_header_ids, completion_ids, harmony_encoding, tool_message
 
+_WORDS = ("we", "count", "the", "pairs", "so", "modulo", "prime", "sum", "each", "case", "then", "divides",
+          "term", "bound", "factor", "check", "parity", "residue", "thus", "square", "odd", "even", "index")
+"""Filler reasoning: one token per word, never a repeated paragraph (the solver stops looping samples)."""
 BARE_FORMS = ("{}", "\\displaystyle {}", "\\(\\displaystyle {}\\)", "**{}**")
 """How real gpt-oss finals write an answer without a box."""
 
@@ -67,14 +70,15 @@ def _attempt(rng: random.Random, answer: int, tokens: int, shape: LogShape) -> t
     for k in range(rng.randint(0, shape.max_calls)):
         code = f"n = {rng.randint(2, 99)}\nprint(sum(i * i for i in range(n)) % {shape.answer_range})"
         call = analysis(code).with_recipient("python").with_content_type("code")
-        ids += completion_ids([analysis(f"Let me check case {k} with the tool."), call])
+        ids += completion_ids([analysis(f"Let me check case {k} ({rng.choice(_WORDS)} {rng.randint(2, 10**6)}) with the tool."),
+                               call])
         failed = rng.random() < shape.error_share
         out = ("Traceback (most recent call last):\n  File \"<stdin>\", line 2\nNameError: name 'm' is not defined"
                if failed else str(rng.randint(0, 10**6)))
         ids += list(enc.render(tool_message(out))) + list(assistant_header_ids())
         calls += 1
         errors += failed
-    filler = " step" * max(tokens - len(ids) - 20, 1)
+    filler = "".join(" " + rng.choice(_WORDS) for _ in range(max(tokens - len(ids) - 20, 1)))
     u = rng.random()
     if u < shape.cut_share:
         end, body = "cut", [analysis("We keep going." + filler)]

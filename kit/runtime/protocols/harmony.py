@@ -344,10 +344,12 @@ def read_completion(ids: Sequence[int], enc: Any | None = None) -> CompletionRea
     else:
         reason = "length" if ended_open else "stop"
     return CompletionReading(answer, len(ids), reason, reader.python_calls, reader.python_errors,
-                             _decode(enc, ids), reader.error)
+                             decode_ids(enc, ids), reader.error)
 
 
-def _decode(enc: Any, ids: Sequence[int]) -> str:
+def decode_ids(enc: Any, ids: Sequence[int]) -> str:
+    """The ids as text, special tokens shown; an id that cannot be joined (cut UTF-8, an id the encoding
+    lacks: a random model) is shown alone, never an error."""
     try:
         return enc.decode(list(ids))
     except Exception:  # invalid UTF-8 across tokens or ids the encoding lacks (a random model)
@@ -399,7 +401,7 @@ class HarmonyConversation:
         ids = list(ids)
         self.ids += ids
         self.context_tokens = len(self.ids)
-        self._parts.append(_decode(self.enc, ids))
+        self._parts.append(decode_ids(self.enc, ids))
         reader = self.reader
         reader.feed(ids[self._fed:])
         self._fed = len(ids)
@@ -437,7 +439,7 @@ class HarmonyConversation:
         added = list(self.enc.render(tool_message(text, self._channel))) + self.header
         self.ids += added
         self.context_tokens = len(self.ids)
-        self._parts.append(_decode(self.enc, added))
+        self._parts.append(decode_ids(self.enc, added))
         self.reader.feed(added)
         return text
 
