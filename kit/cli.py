@@ -16,12 +16,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 
 from kit.learn.scorer import Scorer
 from kit.offline.attempt_logs import is_attempt_log, parse_column_map
 from kit.offline.budget import DEFAULT_BUDGETS
 from kit.offline.evaluate import evaluate
+from kit.offline.finish_order import finish_signal
 from kit.offline.report import print_summary, write_json, write_report
 from kit.offline.runs import load_records_run, load_runs, logged_run
 from kit.offline.traces import load_pool
@@ -32,15 +34,15 @@ from kit.runtime.engines.memory import PresetDoesNotFit
 from kit.runtime.engines.vllm_engine import EngineStartError
 from kit.runtime.problems import Problem, default_problems, load_problems
 from kit.runtime.profiles import DEFAULT_PROFILE, PROFILES
-from kit.runtime.run_config import STACKS, SubmissionConfig
+from kit.runtime.run_config import STACKS, SubmissionConfig, stack_of
 from kit.runtime.sandbox import SandboxError
-from kit.runtime.schedule import Ours
+from kit.runtime.schedule import make_policy
 from kit.runtime.throughput import SPEED_PRESETS
 from kit.runtime.tiny_model import TinyModelError
 from kit.sim.pools import family
 from kit.sim.replay import engine_factory
 from kit.sim.simulate import compare, hardware_max_seqs, load_pool_arg, plot
-from kit.sim.tune import tune
+from kit.sim.tune import calibrate, tune
 
 KnownError = (FileNotFoundError, ValueError, ConfigError, PresetDoesNotFit, EngineStartError, SandboxError,
               TinyModelError)
@@ -104,8 +106,8 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
     p.add_argument("--policy", default=None,
-                   help="time-bank policy: ours, aimo3_baseline, second_place, linspace, equal (default: the stack's, "
-                        "ours for r1, aimo3_baseline for gpt-oss)")
+                   help="time-bank policy: ours, aimo3_baseline, second_place, linspace, equal (default: the stack's: "
+                        "ours, calibrated for the stack's model family unless --config gives policy_params)")
     p.add_argument("--difficulty", type=Path, default=None,
                    help="difficulty predictor folder (python -m training.difficulty) scaling the 'ours' deadlines")
     p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
@@ -183,8 +185,15 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, default=None, help="write the table as JSON here")
     p.add_argument("--plot", type=Path, default=Path("runs/simulate.png"), help="per-problem time plot (PNG)")
     p.add_argument("--tune", nargs="?", const="", default=None, metavar="POLICY",
-                   help="search POLICY's parameters (default: ours; aimo3_baseline under --profile aimo3) over the pool "
-                        "family and --hardware (comma-separated), report in-sample and leave-one-pool-out scores")
+                   help="with --pool: calibrate ours on that pool (what finishing first says for this model, checked "
+                        "on held-out problems) and write the config to --out-config; without: search POLICY's "
+                        "parameters (default: ours) over the pool family and --hardware (comma-separated), report "
+                        "in-sample and leave-one-pool-out scores")
+    p.add_argument("--config", type=Path, default=None,
+                   help="a run config (kit simulate --tune --pool LOG writes one): its policy_params calibrate ours "
+                        "(default: the profile's stack: R1-distill's for aimo2, gpt-oss-120b's for aimo3)")
+    p.add_argument("--out-config", type=Path, default=Path("runs/ours-calibrated.yaml"),
+                   help="--tune --pool: where to write the calibrated config")
     p.add_argument("--pools", default="family",
                    help="--tune: comma-separated pools (family names, bundled pools, files) or 'family' (default)")
     p.add_argument("--tune-runs", type=int, default=30, help="--tune: competitions per grid point and cell")
@@ -197,7 +206,7 @@ def _simulate_defaults(args: argparse.Namespace) -> None:
         log = args.pool is not None and is_attempt_log(args.pool, args.columns)
         args.profile = "aimo3" if log else DEFAULT_PROFILE
     aimo3 = args.profile == "aimo3"
-    args.pool = args.pool or ("syn-aimo3" if aimo3 else "skythought_aime24")
+    args.pool = args.pool or ("syn-aimo3-real" if aimo3 else "skythought_aime24")
     tune_hw = "h100-gpt-oss-120b" if aimo3 else "l4x4-7b-awq,l4x4-14b-awq"
     args.hardware = args.hardware or (tune_hw if args.tune is not None else tune_hw.split(",")[0])
     args.policies = args.policies or ("ours,aimo3_baseline,equal,linspace" if aimo3 else "ours,second_place,linspace,equal")
@@ -206,17 +215,59 @@ def _simulate_defaults(args: argparse.Namespace) -> None:
             raise ValueError(f"unknown hardware {hw!r}; choose one of {sorted(SPEED_PRESETS)}")
 
 
+def _ours_params(args: argparse.Namespace) -> dict:
+    """ours' calibration: the --config's, else the profile's stack's."""
+    if args.config is not None:
+        cfg = SubmissionConfig.from_yaml(args.config)
+        return cfg.policy_parameters() if cfg.policy_name() == "ours" else {}
+    return dict(STACKS[stack_of(args.profile)].policy_params)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    """``--tune --pool LOG``: measure what finishing first says on the pool, check it on held-out problems,
+    write the config."""
+    start = time.perf_counter()
+    pool = load_pool_arg(args.pool, args.profile, args.seed, columns=args.columns)
+    hardware = args.hardware.split(",")[0].strip()
+    print(f"calibrating ours on {args.pool} ({len(pool)} problems), hardware {hardware}, profile {args.profile}, "
+          f"{args.tune_runs} competitions per fold", flush=True)
+    cal = calibrate(pool, name=args.pool, profile=args.profile, hardware=hardware, runs=args.tune_runs,
+                    seed=args.seed, progress=lambda m: print(m, flush=True))
+    if cal.finish_signal is None:
+        raise ValueError(f"{args.pool}: no problem with a gold answer and two attempts: nothing to calibrate on")
+    sign = "right" if cal.finish_signal > 0 else "wrong"
+    print(f"finish signal {cal.finish_signal:+.3f}: the first attempt to finish is {sign} more often than a random one "
+          f"by {abs(cal.finish_signal):.3f} -> ours: quorum {'on' if make_policy('ours', cal.params()).uses_quorum() else 'off'}, "  # type: ignore[attr-defined]
+          f"ties to the {make_policy('ours', cal.params()).tie()} answer")  # type: ignore[attr-defined]
+    print(f"{'held-out fold':<15}{'signal (other fold)':>20}{'ours calibrated':>17}{'uncalibrated':>14}{'best baseline':>27}")
+    for f in cal.folds:
+        print(f"{f['fold']:<15}{f['signal_from_other_fold']:>+20.3f}{f['ours_calibrated']:>17.2f}"
+              f"{f['ours_uncalibrated']:>14.2f}{f['best_baseline']:>18} {f['best_baseline_score']:.2f}")
+    args.out_config.parent.mkdir(parents=True, exist_ok=True)
+    args.out_config.write_text(f"# kit simulate --tune --pool {args.pool} --profile {args.profile} "
+                               f"(python -m kit dryrun --config THIS; a build config's submission: section)\n"
+                               + yaml.safe_dump(cal.config(), sort_keys=False))
+    print(f"config: {args.out_config}   ({time.perf_counter() - start:.0f} s)")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"pool": cal.pool, "finish_signal": cal.finish_signal, "folds": cal.folds,
+                                         "config": cal.config()}, indent=2))
+    return 0
+
+
 def _tune(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    policy = args.tune or ("aimo3_baseline" if args.profile == "aimo3" else "ours")
+    policy = args.tune or "ours"
     names = list(family(args.profile)) if args.pools == "family" else [n.strip() for n in args.pools.split(",")
                                                                           if n.strip()]
     pools = {n: load_pool_arg(n, args.profile, args.seed, columns=args.columns) for n in names}
     hardware = [h.strip() for h in args.hardware.split(",")]
+    base = {n: {"finish_signal": finish_signal([(p.gold, p.samples) for p in pool])}
+            for n, pool in pools.items()} if policy == "ours" else {}
     print(f"tuning {policy} on {len(pools)} pools x {len(hardware)} hardware, {args.tune_runs} competitions per "
-          f"point and cell, profile {args.profile}", flush=True)
+          f"point and cell, profile {args.profile}" + (" (ours calibrated on each pool)" if base else ""), flush=True)
     result = tune(policy, pools, hardware, runs=args.tune_runs, profile=args.profile, seed=args.seed,
-                  progress=lambda m: print(m, flush=True))
+                  progress=lambda m: print(m, flush=True), base=base)
     print(f"chosen on all pools: {dict(result.chosen)}   (defaults {dict(result.default)})")
     print(f"{'pool':<20}{'default':>9}{'in-sample':>11}{'held-out':>10}  held-out parameters")
     rows = result.rows()
@@ -232,26 +283,29 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    explicit_pool = args.pool is not None
     _simulate_defaults(args)
     if args.tune is not None:
-        return _tune(args)
+        return _calibrate(args) if explicit_pool and args.tune in ("", "ours") else _tune(args)
     if args.runs < 2:
         raise ValueError(f"--runs must be >= 2 for a confidence interval, got {args.runs}")
     start = time.perf_counter()
     pool = load_pool_arg(args.pool, args.profile, args.seed, columns=args.columns)
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    ours = _ours_params(args)
     extra = []
     if args.difficulty is not None:
         if not all(p.text for p in pool):
             raise ValueError(f"--difficulty needs problem texts; the pool {args.pool} has none (use a trace pool "
                              "or records)")
         hook = DifficultyPredictor.load(args.difficulty).hook()  # loaded once, cached per problem text
-        extra.append(lambda: Ours(difficulty=hook, name="ours+difficulty"))
+        extra.append(lambda: make_policy("ours", ours, difficulty=hook, name="ours+difficulty"))
     reports = compare(pool, names, runs=args.runs, seed=args.seed, profile=args.profile,
                       speed=SPEED_PRESETS[args.hardware], n_problems=args.problems,
-                      startup_seconds=args.startup, extra=extra, max_num_seqs=hardware_max_seqs(args.hardware))
+                      startup_seconds=args.startup, extra=extra, max_num_seqs=hardware_max_seqs(args.hardware),
+                      params={"ours": ours})
     print(f"pool {args.pool} ({len(pool)} problems), {args.runs} competitions x {args.problems} problems, "
-          f"hardware {args.hardware}, start-up {args.startup:.0f} s, profile {args.profile}")
+          f"hardware {args.hardware}, start-up {args.startup:.0f} s, profile {args.profile}, ours {ours or 'uncalibrated'}")
     twice = reports[0].penalized_score is not None
     print(f"{'policy':<18}{'score':>8}{'95% CI':>18}{'mean s':>9}{'p99 s':>9}{'overruns':>10}{'of oracle':>11}"
           + ("   penalized (sd)" if twice else ""))

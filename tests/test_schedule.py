@@ -14,6 +14,7 @@ import pytest
 
 from kit.runtime.profiles import get_profile
 from kit.runtime.prompts import COT
+from kit.runtime.run_config import STACKS
 from kit.runtime.schedule import POLICIES, Budget, Outcome, TimeBank, make_policy
 from kit.runtime.solver import Solver, SolverConfig, sample_seed
 from kit.runtime.throughput import SpeedModel
@@ -178,8 +179,10 @@ def test_simulation_is_deterministic_for_a_seed(sky) -> None:
 
 
 def test_ours_beats_the_baselines_on_two_pools(sky) -> None:
+    """R1-style pools, ours calibrated as the r1 stack calibrates it (finishing first says "right")."""
     for pool in (sky, pool_synthetic()):
-        reports = {r.policy: r for r in compare(pool, ["ours", "second_place", "linspace", "equal"], runs=300)}
+        reports = {r.policy: r for r in compare(pool, ["ours", "second_place", "linspace", "equal"], runs=300,
+                                                params={"ours": STACKS["r1"].policy_params})}
         ours = reports["ours"]
         for name in ("second_place", "linspace", "equal"):
             assert ours.ci_low > reports[name].ci_high, (name, ours.row(), reports[name].row())
@@ -190,7 +193,7 @@ def test_ours_beats_the_baselines_on_two_pools(sky) -> None:
 def test_ours_gives_a_split_quorum_to_its_first_finisher() -> None:
     """The quorum votes among the first finishers because short samples are right more often; when they all
     disagree the first of them wins, whatever the answers' sizes (a numeric tie-break would pick at random)."""
-    bank = TimeBank(make_policy("ours"), AIMO2, start=0.0, max_samples=8)
+    bank = TimeBank(make_policy("ours", STACKS["r1"].policy_params), AIMO2, start=0.0, max_samples=8)
     b = bank.next_budget(0.0)
     assert b.n_samples == 8 and b.rules.quorum == 4
     for answers in ((5, 900, 400, 60), (900, 5, 400, 60), (400, 60, 900, 5)):

@@ -69,7 +69,7 @@ def test_hardware_caps_the_attempts_at_the_kv_cache() -> None:
 
 def test_simulate_cli_tune_prints_choice_and_held_out(tmp_path: Path) -> None:
     out = tmp_path / "tune.json"
-    proc = subprocess.run([sys.executable, "-m", "kit", "simulate", "--profile", "aimo3", "--tune",
+    proc = subprocess.run([sys.executable, "-m", "kit", "simulate", "--profile", "aimo3", "--tune", "aimo3_baseline",
                            "--pools", "syn-aimo3,syn-aimo3-hard", "--tune-runs", "3", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr

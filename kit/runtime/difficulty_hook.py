@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,12 +134,13 @@ class DifficultyPredictor:
         return hook
 
 
-def policy_with_difficulty(policy: str, predictor: str | Path | None = None) -> Policy:
-    """The named time-bank policy (:data:`kit.runtime.schedule.POLICIES`) fed by a saved predictor's hook when
-    ``predictor`` names one. Only ``ours`` scales its deadlines by difficulty; asking for a hook with
-    another policy is an error rather than a silently ignored option."""
+def policy_with_difficulty(policy: str, predictor: str | Path | None = None,
+                           params: Mapping[str, Any] | None = None) -> Policy:
+    """The named time-bank policy (:data:`kit.runtime.schedule.POLICIES`, with ``params``) fed by a saved
+    predictor's hook when ``predictor`` names one. Only ``ours`` scales its deadlines by difficulty; asking
+    for a hook with another policy is an error rather than a silently ignored option."""
     if predictor is None:
-        return make_policy(policy)
+        return make_policy(policy, params)
     if policy != "ours":
         raise ValueError(f"a difficulty predictor ({predictor}) only feeds the 'ours' time policy, not {policy!r}")
-    return make_policy(policy, difficulty=DifficultyPredictor.load(predictor).hook())
+    return make_policy(policy, params, difficulty=DifficultyPredictor.load(predictor).hook())

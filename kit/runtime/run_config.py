@@ -9,7 +9,8 @@ whether a real model is given (tiny model, CPU preset, small solver) is decided 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,32 @@ class Stack:
     tiny_solver: SolverConfig
     solver: SolverConfig
     policy: str
+    policy_params: Mapping[str, Any] = field(default_factory=dict)
+    """The policy's calibration for this model family, measured on its attempts (``kit simulate --tune --pool
+    LOG`` measures a team's own model; a config's ``policy_params`` replaces this)."""
 
+
+R1_FINISH_SIGNAL = 0.10
+"""First-finish minus random accuracy of R1-distill attempts: SkyThought-32B on AIME24, the bundled pool
+(``kit evaluate --pool skythought_aime24``: 0.43 vs 0.33, 95 % CI of the difference +0.01…+0.20)."""
+GPT_OSS_FINISH_SIGNAL = -0.24
+"""The same of real gpt-oss-120b AIMO3 attempts: 0.42 vs 0.66 on the 38 problems with 8 attempts or more
+(docs/design.md "What real gpt-oss-120b output looks like")."""
 
 STACKS: dict[str, Stack] = {
     # AIMO2: R1-style reasoning models (chat template, fenced code), AWQ on 4×L4.
-    "r1": Stack("r1", "tiny-qwen2", "cpu", "l4x4", TINY_SOLVER, SolverConfig(), "ours"),
+    "r1": Stack("r1", "tiny-qwen2", "cpu", "l4x4", TINY_SOLVER, SolverConfig(), "ours",
+                {"finish_signal": R1_FINISH_SIGNAL}),
     # AIMO3: gpt-oss through Harmony conversations with a python tool, on one H100.
     "gpt-oss": Stack("gpt-oss", "tiny-gpt-oss", "cpu-gpt-oss", "h100-gpt-oss", TINY_AIMO3_SOLVER, AIMO3_SOLVER,
-                     "aimo3_baseline"),
+                     "ours", {"finish_signal": GPT_OSS_FINISH_SIGNAL}),
 }
 """The two stacks the kit serves from one runtime path (docs/design.md "AIMO3")."""
+
+
+def stack_of(profile: str) -> str:
+    """The stack a competition profile is played with when nothing says otherwise (AIMO3: gpt-oss)."""
+    return "gpt-oss" if profile == "aimo3" else "r1"
 RUN_START_ENV = "AIMO_KIT_RUN_START"
 """Environment variable holding the run's start (``time.time()``): the submission notebook's first cell
 sets it, so the minutes of the offline install and imports are charged to the time bank."""
@@ -69,7 +86,10 @@ class SubmissionConfig:
     """None: the stack's default for the tiny or a real model (e.g. :data:`~kit.runtime.solver_config.TINY_SOLVER`,
     ``SolverConfig()``, :data:`~kit.runtime.solver_config.AIMO3_SOLVER`)."""
     policy: str | None = None
-    """Time-bank policy (``kit.runtime.schedule.POLICIES``); None: the stack's (``ours``, ``aimo3_baseline``)."""
+    """Time-bank policy (``kit.runtime.schedule.POLICIES``); None: the stack's (``ours``)."""
+    policy_params: dict[str, Any] | None = None
+    """The policy's parameters, e.g. ``{finish_signal: -0.21}`` as ``kit simulate --tune --pool LOG`` writes
+    them for a team's own model; None: the stack's calibration when the policy is the stack's, else none."""
     difficulty: str | None = None
     """A difficulty predictor folder (``python -m training.difficulty``; ship it in the model dataset)
     scaling ``ours``' deadlines. If it fails to load in ``predict``, the run goes on without it (logged)."""
@@ -139,6 +159,13 @@ class SubmissionConfig:
 
     def policy_name(self) -> str:
         return self.policy or STACKS[self.stack].policy
+
+    def policy_parameters(self) -> dict[str, Any]:
+        """``policy_params``, else the stack's calibration of its own policy (see :attr:`policy_params`)."""
+        if self.policy_params is not None:
+            return dict(self.policy_params)
+        stack = STACKS[self.stack]
+        return dict(stack.policy_params) if self.policy_name() == stack.policy else {}
 
     def total(self, profile: Profile | None = None) -> float:
         """Seconds for the whole run: ``total_seconds``, else the profile's limit."""

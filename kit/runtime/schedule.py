@@ -16,10 +16,11 @@ the simulator (``kit.sim.bounds``).
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Protocol
 
+from kit.runtime.config import ConfigError, from_dict
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.throughput import LengthModel, SpeedModel, Throughput
 from kit.runtime.voting import (
@@ -86,6 +87,7 @@ class BankState:
     """The engine's speed model, corrected by every outcome (``TimeBank.record``)."""
     lengths: LengthModel = field(default_factory=LengthModel)
     """How far this run's samples got before their problems stopped, from every outcome."""
+
     done: int = 0
     spent: float = 0.0
     history: list[Outcome] = field(default_factory=list)
@@ -263,6 +265,12 @@ def equalized_allowance(history: Sequence[Outcome], share: float) -> float | Non
     return hi
 
 
+def pressed_rules(n: int) -> tuple[Agreement, ...]:
+    """The earlier stops of :attr:`Ours.pressed` for ``n`` samples: the first 3 finishers agree, or an
+    answer has half the votes (4 of 8: the AIMO3 notebooks' rule)."""
+    return (Agreement(3, 3, "first"), Agreement(max(3, (n + 1) // 2), max(3, (n + 1) // 2), "any"))
+
+
 @dataclass
 class Ours:
     """The value of time: each problem gets the cap at which the run's problems would spend their fair share
@@ -306,14 +314,52 @@ class Ours:
                                          Agreement(6, 9, "upto"), Agreement(7, 12, "upto"),
                                          Agreement(9, 16, "upto"))
     difficulty: Callable[[Any], float] | None = None
-    tie_break: TieBreak = "earliest"
-    """Which of tied answers wins: the one that finished first. The quorum's premise is that short samples
-    are right more often, so a 1–1–1 split among the first finishers goes to the first of them, not to
-    the numerically larger answer (which carries no information about correctness)."""
+    finish_signal: float | None = None
+    """What finishing first says about being right for the model the run plays: first-finish accuracy minus
+    a random attempt's, measured on its own attempts (:mod:`kit.offline.finish_order`; ``kit simulate --tune
+    --pool LOG`` writes it). None — not measured — leans on nothing. The quorum and the tie-break follow
+    from it (:meth:`uses_quorum`, :meth:`tie`): R1-distill pools measure +0.10…+0.35, real gpt-oss-120b
+    attempts −0.24 (docs/design.md "AIMO3")."""
+    trust: float = 0.08
+    """How far ``finish_signal`` must be from 0 before a rule leans on it: a pool's measurement moves by
+    ±0.05 between draws of 60 problems where finishing first says nothing (docs/benchmarks.md)."""
+    tie_break: TieBreak | None = None
+    """Which of tied answers wins; None: from ``finish_signal`` — the latest finisher's where finishing first
+    has been measured to say "wrong" (a 2–2 split between a quick guess and a long derivation goes to the
+    derivation: +0.7…+1.3 problems on the real-shaped gpt-oss pools), else the earliest finisher's (where
+    it says "right", a 1–1–1 split among the first finishers goes to the first), and the larger answer when
+    nothing was measured."""
+    settle_votes: int | None = None
+    """Give up on a split once no answer can reach this many votes (``StopRules.settle_votes``)."""
+    pressed: bool = True
+    """While time binds (the problems so far would spend more than their fair share without a cap:
+    :func:`equalized_allowance` is not None) and no quorum stops problems early, stop also when the first 3
+    finishers agree or an answer has half the samples' votes (:func:`pressed_rules`): an earlier stop is
+    worth more when the time it saves is another problem's."""
     name: str = "ours"
 
+    def binds(self, state: BankState, now: float) -> bool:
+        """Whether the run's problems so far would spend more than their fair share of the time left."""
+        if len(state.history) < self.warmup:
+            return False
+        return equalized_allowance(state.history, state.left(now) / state.problems_left) is not None
+
+    def uses_quorum(self) -> bool:
+        """The first-finish quorum votes among the first finishers only when finishing first has been measured
+        to say "right": on a model whose short attempts are wrong more often it votes among the worst ones."""
+        return self.quorum is not None and self.finish_signal is not None and self.finish_signal >= self.trust
+
+    def tie(self) -> TieBreak:
+        if self.tie_break is not None:
+            return self.tie_break
+        if self.finish_signal is None:
+            return "larger"
+        return "latest" if self.finish_signal <= -self.trust else "earliest"
+
     def _quorum(self, n: int) -> int | None:
-        return min(max(self.quorum_min, round(self.quorum * n)), n) if self.quorum else None
+        if not self.uses_quorum():
+            return None
+        return min(max(self.quorum_min, round(self.quorum * n)), n)  # type: ignore[operator]
 
     def _expected_seconds(self, state: BankState, n: int, max_tokens: int) -> float:
         """Time until a problem on this rung stops, typically: its samples decode together until the
@@ -342,8 +388,12 @@ class Ours:
             if self._expected_seconds(state, rung, state.max_tokens) <= allowance:
                 n = rung
         n = min(n, state.max_samples)
-        rules = StopRules(agreements=self.agreements, certain=True, hopeless_after=self.hopeless_after,
-                          quorum=self._quorum(n), tie_break=self.tie_break)
+        quorum = self._quorum(n)
+        agreements = self.agreements
+        if self.pressed and quorum is None and self.binds(state, now):
+            agreements = agreements + pressed_rules(n)
+        rules = StopRules(agreements=agreements, certain=True, hopeless_after=self.hopeless_after,
+                          quorum=quorum, tie_break=self.tie(), settle_votes=self.settle_votes)
         return Budget(now + allowance, n, state.max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:
@@ -387,9 +437,19 @@ POLICIES: dict[str, Callable[[], Policy]] = {
 }
 
 
-def make_policy(name: str, **overrides: Any) -> Policy:
+def make_policy(policy: str, params: Mapping[str, Any] | None = None, *, where: str = "policy_params",
+                **overrides: Any) -> Policy:
+    """The named policy with ``params`` (a config's ``policy_params``: checked field by field, an error names
+    ``where`` and the field) and ``overrides`` (objects, e.g. a difficulty hook, or another ``name``) applied."""
+    name = policy
     try:
         factory = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown schedule policy {name!r}; choose one of {sorted(POLICIES)}") from None
+    if params:
+        known = {f.name for f in fields(factory)}  # type: ignore[arg-type]
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown field(s) {unknown} of policy {name!r}; known: {sorted(known)}")
+        overrides = {**vars(from_dict(factory, dict(params), where)), **overrides}  # type: ignore[arg-type]
     return factory(**overrides)  # type: ignore[call-arg]

@@ -14,7 +14,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from kit.runtime.difficulty_hook import policy_with_difficulty
@@ -27,6 +27,7 @@ from kit.runtime.run_config import SubmissionConfig
 from kit.runtime.schedule import Budget, Outcome, Policy, TimeBank, make_policy
 from kit.runtime.solver import Solver, clean_problem, sandbox_for
 from kit.runtime.throughput import get_speed
+from kit.runtime.voting import PLAIN
 
 Log = Callable[[str], None]
 
@@ -36,16 +37,16 @@ def load_policy(config: SubmissionConfig, *, strict: bool) -> tuple[Policy, str 
 
     ``strict`` (dry-run): a predictor that does not load is an error before anything starts; otherwise
     (``predict``) it costs its hook, not the run: the policy runs without it and the warning says why."""
-    name = config.policy_name()
+    name, params = config.policy_name(), config.policy_parameters()
     if config.difficulty is None:
-        return make_policy(name), None
+        return make_policy(name, params), None
     try:
-        return policy_with_difficulty(name, config.difficulty), None
+        return policy_with_difficulty(name, config.difficulty, params), None
     except Exception as exc:
         if strict:
             raise
-        return make_policy(name), (f"difficulty predictor {config.difficulty} failed to load "
-                                   f"({type(exc).__name__}: {exc}); time policy {name} without it")
+        return make_policy(name, params), (f"difficulty predictor {config.difficulty} failed to load "
+                                           f"({type(exc).__name__}: {exc}); time policy {name} without it")
 
 
 class Session:
@@ -133,9 +134,13 @@ class Session:
                                       problem=clean_problem(problem), gold=gold)
         else:
             cfg = self.solver_config
+            rules = budget.rules
+            if rules.weighting == PLAIN and cfg.rules.weighting != PLAIN:
+                # the policy decides when to stop; how much a vote weighs is the model's (entropy: AIMO3)
+                rules = replace(rules, weighting=cfg.rules.weighting)
             try:
                 result = await self.solver.solve(
-                    str(problem_id), problem, deadline=budget.deadline, rules=budget.rules, gold=gold,
+                    str(problem_id), problem, deadline=budget.deadline, rules=rules, gold=gold,
                     n_samples=min(budget.n_samples, cfg.n_samples), max_tokens=min(budget.max_tokens, cfg.max_tokens))
             except asyncio.CancelledError:
                 self.last = self.solver.last

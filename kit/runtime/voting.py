@@ -18,7 +18,7 @@ from typing import Literal
 
 from kit.runtime.confidence import weight_of
 
-TieBreak = Literal["larger", "smaller", "earliest", "shortest"]
+TieBreak = Literal["larger", "smaller", "earliest", "latest", "shortest"]
 ConfidenceKind = Literal["none", "mean", "tail"]
 """Which entropy of a vote is its confidence: none, the mean over its tokens, the mean over its tail."""
 ScoreKind = Literal["weight", "composite"]
@@ -168,13 +168,19 @@ def _tie_key(tie_break: TieBreak, votes: Sequence[Vote]) -> Callable[[int], floa
             if v.answer is not None:
                 first.setdefault(v.answer, v.order)
         return lambda a: -first[a]
+    if tie_break == "latest":  # the answer whose first vote came last: early finishers are worse (gpt-oss)
+        firsts: dict[int, int] = {}
+        for v in votes:
+            if v.answer is not None:
+                firsts.setdefault(v.answer, v.order)
+        return lambda a: firsts[a]
     if tie_break == "shortest":
         shortest: dict[int, int] = {}
         for v in votes:
             if v.answer is not None:
                 shortest[v.answer] = min(shortest.get(v.answer, v.tokens), v.tokens)
         return lambda a: -shortest[a]
-    raise ValueError(f"unknown tie_break {tie_break!r}; use larger, smaller, earliest or shortest")
+    raise ValueError(f"unknown tie_break {tie_break!r}; use larger, smaller, earliest, latest or shortest")
 
 
 def ranking(
@@ -272,6 +278,10 @@ class StopRules:
     hopeless_after: int | None = None
     """Give up once this many samples finished and no two agree: more samples rarely rescue such a
     question, and the time is worth more on the next one (the leader is returned)."""
+    settle_votes: int | None = None
+    """Give up once no answer can reach this many votes any more, even if every running sample voted for
+    it: a split that cannot settle by the agreement rules only runs on to the last, longest samples (the
+    leader is returned; with ``Agreement(k, k, "any")`` as the rule, set it to ``k``)."""
 
 
 @dataclass(frozen=True)
@@ -307,6 +317,13 @@ def decided(votes: Sequence[Vote], running: int, rules: StopRules = StopRules())
             return Decision(True, answer, f"agreement: {rule.describe()}")
     if rules.quorum is not None and len(votes) >= rules.quorum:
         return Decision(True, leader, f"quorum: first {rules.quorum} finished")
+    if rules.settle_votes is not None:
+        counts: dict[int, int] = {}
+        for v in votes:
+            if v.answer is not None:
+                counts[v.answer] = counts.get(v.answer, 0) + 1
+        if max(counts.values(), default=0) + running < rules.settle_votes:
+            return Decision(True, leader, f"unsettled: no answer can reach {rules.settle_votes} votes")
     if rules.hopeless_after is not None and len(votes) >= rules.hopeless_after:
         answered = [v.answer for v in votes if v.answer is not None]
         if len(set(answered)) == len(answered):

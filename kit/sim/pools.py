@@ -79,6 +79,13 @@ class SyntheticSpec:
     answer_range: int = 1000
     """Answers are drawn from 0..answer_range-1 (100,000 for AIMO3)."""
     seed: int = 0
+    wrong_sigma: float | None = None
+    """Spread of the wrong samples' lengths (None: ``length_sigma``). Wider than the right ones' puts wrong
+    samples among the shortest even when their median is no shorter: real gpt-oss-120b output."""
+    quick_wrong_share: float = 0.0
+    """Share of the wrong samples that are quick guesses, ``quick_factor`` × the correct median long: what
+    makes the first finisher of a real gpt-oss-120b attempt set wrong more often than a random attempt."""
+    quick_factor: float = 0.3
 
 
 def pool_synthetic(spec: SyntheticSpec = SyntheticSpec()) -> list[SimProblem]:
@@ -95,7 +102,9 @@ def pool_synthetic(spec: SyntheticSpec = SyntheticSpec()) -> list[SimProblem]:
                 tokens = int(rng.lognormvariate(math.log(spec.correct_median), spec.length_sigma))
                 answer: int | None = gold
             else:
-                tokens = int(rng.lognormvariate(math.log(spec.wrong_median), spec.length_sigma))
+                quick = spec.quick_wrong_share > 0 and rng.random() < spec.quick_wrong_share
+                median = spec.correct_median * spec.quick_factor if quick else spec.wrong_median
+                tokens = int(rng.lognormvariate(math.log(median), spec.wrong_sigma or spec.length_sigma))
                 u = rng.random()
                 answer = None if u < spec.no_answer_share else (
                     distractor if u < spec.no_answer_share + spec.distractor_share else rng.randrange(n))
@@ -153,6 +162,17 @@ top AIMO3 scores were 44/50 with majority voting), reasoning of 20–40k tokens 
 raised it from 32k because attempts were cut), correct attempts shorter than wrong ones."""
 
 
+AIMO3_REAL_SPEC = replace(AIMO3_SPEC, samples=16, correct_median=29_000.0, wrong_median=42_000.0, length_sigma=0.45,
+                          wrong_sigma=0.6, quick_wrong_share=0.3, quick_factor=0.3, distractor_share=0.6,
+                          accuracy_beta=(1.4, 0.7), seed=21)
+"""An AIMO3 pool shaped like real gpt-oss-120b attempts (docs/design.md "What real gpt-oss-120b output looks
+like"): ~29k median tokens, p90 ~60k (65k cap), wrong attempts about as long as right ones (median ratio
+1.07–1.15 over its draws, measured 1.08) yet the shortest attempts wrong more often (the first finisher of 8
+right 0.44–0.60 vs a random attempt 0.60–0.70; measured 0.42 vs 0.66) — wrong answers are quick guesses or
+long struggles — and wrong answers concentrated on a distractor (majority of 8 0.73–0.86; measured 0.76).
+16 attempts per problem (8 race in a run). Built from those published figures, not fitted to any pool."""
+
+
 def family(profile: Profile | str | None = None, redraw: int = 0,
            separation: float | None = None) -> dict[str, Callable[[], list[SimProblem]]]:
     """The pools a time policy is judged on: every bundled recorded pool and the synthetic shapes (AIMO2
@@ -179,7 +199,13 @@ def family(profile: Profile | str | None = None, redraw: int = 0,
         return {"syn-aimo3": synthetic(AIMO3_SPEC),
                 "syn-aimo3-hard": synthetic(replace(AIMO3_SPEC, accuracy_beta=(0.8, 0.9), seed=12)),
                 "syn-aimo3-long": synthetic(replace(AIMO3_SPEC, correct_median=32_000.0, wrong_median=48_000.0,
-                                                    seed=13))}
+                                                    seed=13)),
+                "syn-aimo3-real": synthetic(AIMO3_REAL_SPEC),
+                "syn-aimo3-real-flat": synthetic(replace(AIMO3_REAL_SPEC, wrong_median=29_000.0, wrong_sigma=None,
+                                                         quick_wrong_share=0.0, seed=22)),
+                "syn-aimo3-real-hard": synthetic(replace(AIMO3_REAL_SPEC, accuracy_beta=(0.9, 0.8), seed=23)),
+                "syn-aimo3-real-long": synthetic(replace(AIMO3_REAL_SPEC, correct_median=36_000.0, wrong_median=52_000.0,
+                                                         seed=24))}
     pools: dict[str, Callable[[], list[SimProblem]]] = {
         name: (lambda n=name: pool_from_traces(n, prof)) for name in ("skythought_aime24", "nemoskills", "tora_gsm8k")}
     pools |= {name: synthetic(spec) for name, spec in SYNTHETIC_SHAPES.items()}

@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kit.runtime.engines.presets import PRESETS
 from kit.runtime.profiles import Profile, get_profile
@@ -287,12 +288,15 @@ def bound_report(pool: Sequence[SimProblem], *, runs: int, profile: Profile | st
 def compare(pool: Sequence[SimProblem], names: Sequence[str], *, runs: int, seed: int = 0,
             profile: Profile | str | None = None, speed: SpeedModel | None = None,
             n_problems: int = 50, startup_seconds: float = 600.0,
-            extra: Sequence[Callable[[], Policy]] = (), max_num_seqs: int | None = None) -> list[PolicyReport]:
-    """Every named policy, then the ``extra`` policy factories (e.g. ``ours`` with a difficulty hook), on the
-    same simulated competitions, then the rows ``oracle`` (the timed bound of :mod:`kit.sim.bounds` on those
-    competitions) and ``untimed majority`` (majority of every recorded sample, ``n_problems`` × its share)."""
+            extra: Sequence[Callable[[], Policy]] = (), max_num_seqs: int | None = None,
+            params: Mapping[str, Mapping[str, Any]] | None = None) -> list[PolicyReport]:
+    """Every named policy (with its ``params``, e.g. ``{"ours": {"finish_signal": -0.2}}``), then the ``extra``
+    policy factories (e.g. ``ours`` with a difficulty hook), on the same simulated competitions, then the rows
+    ``oracle`` (the timed bound of :mod:`kit.sim.bounds` on those competitions) and ``untimed majority``
+    (majority of every recorded sample, ``n_problems`` × its share)."""
     reports = []
-    factories: list[Callable[[], Policy]] = [lambda n=name: make_policy(n) for name in names]
+    params = params or {}
+    factories: list[Callable[[], Policy]] = [lambda n=name: make_policy(n, params.get(n)) for name in names]
     for factory in [*factories, *extra]:
         reports.append(monte_carlo(pool, factory, runs=runs, profile=profile, speed=speed, seed=seed,
                                    n_problems=n_problems, startup_seconds=startup_seconds, max_num_seqs=max_num_seqs))

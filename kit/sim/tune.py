@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kit.offline.finish_order import finish_signal
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.schedule import Policy, make_policy
 from kit.runtime.throughput import SpeedModel, get_speed
@@ -77,9 +78,13 @@ def _best(result: TuneResult, cells: Sequence[int]) -> tuple[tuple[str, Any], ..
 def tune(policy: str, pools: Mapping[str, Sequence[SimProblem]], hardware: Sequence[str | SpeedModel], *,
          runs: int = 40, profile: Profile | str | None = None, seed: int = 0,
          grid: Mapping[str, Sequence[Any]] | None = None,
-         progress: Callable[[str], None] | None = None) -> TuneResult:
+         progress: Callable[[str], None] | None = None,
+         base: Mapping[str, Mapping[str, Any]] | None = None) -> TuneResult:
     """Score every grid point of ``policy`` on every (pool, hardware) cell and choose in-sample and
-    leave-one-pool-out (see the module docstring). Needs at least two pools for a held-out figure."""
+    leave-one-pool-out (see the module docstring). Needs at least two pools for a held-out figure. ``base``
+    gives a pool's fixed parameters under the grid's (``ours``: the pool's own ``finish_signal``, so that
+    the grid tunes the rest of a calibrated policy)."""
+    base = base or {}
     if len(pools) < 2:
         raise ValueError("tuning needs at least two pools (one is held out at a time)")
     if policy not in GRIDS and grid is None:
@@ -99,13 +104,11 @@ def tune(policy: str, pools: Mapping[str, Sequence[SimProblem]], hardware: Seque
     todo = points(grid, defaults)
     every_tenth = max(1, len(todo) // 10)
     for k, point in enumerate(todo):
-        params = dict(point)
+        def factory(name: str, point: tuple[tuple[str, Any], ...] = point) -> Callable[[], Policy]:
+            return lambda: make_policy(policy, base.get(name), **dict(point))
 
-        def factory(params: dict[str, Any] = params) -> Policy:
-            return make_policy(policy, **params)
-
-        result.scores[point] = [monte_carlo(pools[name], factory, runs=runs, profile=prof, speed=speed, seed=seed,
-                                            second_run=False, max_num_seqs=seqs).expected_score
+        result.scores[point] = [monte_carlo(pools[name], factory(name), runs=runs, profile=prof, speed=speed,
+                                            seed=seed, second_run=False, max_num_seqs=seqs).expected_score
                                 for name in pools for speed, seqs in zip(speeds, max_seqs, strict=True)]
         if progress is not None and ((k + 1) % every_tenth == 0 or k + 1 == len(todo)):
             progress(f"tune: {k + 1}/{len(todo)} grid points scored")
@@ -114,3 +117,61 @@ def tune(policy: str, pools: Mapping[str, Sequence[SimProblem]], hardware: Seque
     for name in pools:
         result.held_out[name] = _best(result, [i for i, (p, _) in enumerate(cells) if p != name])
     return result
+
+
+# --- calibrating ours on one pool (a team's own attempts) --------------------------------------------------
+
+CALIBRATION_BASELINES = ("aimo3_baseline", "second_place", "equal", "linspace")
+
+
+@dataclass
+class Calibration:
+    """What ``kit simulate --tune --pool LOG`` found: the calibration written to the config, and how it does
+    on problems it was not measured on (two folds of the pool's problems, each calibrated on the other)."""
+
+    pool: str
+    finish_signal: float | None
+    """Measured on the whole pool (the written value); None when no problem has two attempts and a gold."""
+    folds: list[dict[str, Any]]
+    """Per fold: the signal measured on the other fold and the fold's scores of ours calibrated so, ours
+    uncalibrated and the best baseline."""
+
+    def params(self) -> dict[str, Any]:
+        return {} if self.finish_signal is None else {"finish_signal": round(self.finish_signal, 3)}
+
+    def config(self) -> dict[str, Any]:
+        """A run configuration (``kit dryrun --config``, a build config's ``submission:`` section)."""
+        return {"policy": "ours", "policy_params": self.params()}
+
+
+def calibrate(pool: Sequence[SimProblem], *, name: str, profile: Profile | str | None, hardware: str | SpeedModel,
+              runs: int = 100, seed: int = 0, progress: Callable[[str], None] | None = None) -> Calibration:
+    """Measure what finishing first says on ``pool`` (:func:`kit.offline.finish_order.finish_signal`) and check
+    the calibration out of sample: the problems split in two folds, ``ours`` calibrated on one is played on
+    the other against the baselines and against ``ours`` uncalibrated (``runs`` competitions each)."""
+    prof = get_profile(profile)
+    speed = get_speed(hardware)
+    seqs = hardware_max_seqs(hardware) if isinstance(hardware, str) else None
+
+    def signal(problems: Sequence[SimProblem]) -> float | None:
+        return finish_signal([(p.gold, p.samples) for p in problems])
+
+    folds = [list(pool[0::2]), list(pool[1::2])]
+    rows = []
+    for k, (held, other) in enumerate(((folds[0], folds[1]), (folds[1], folds[0]))):
+        measured = signal(other)
+        calibrated = {} if measured is None else {"finish_signal": measured}
+        score = {}
+        for label, factory in (
+                ("calibrated", lambda c=calibrated: make_policy("ours", c)),
+                ("uncalibrated", lambda: make_policy("ours")),
+                *((b, lambda b=b: make_policy(b)) for b in CALIBRATION_BASELINES)):
+            score[label] = monte_carlo(held, factory, runs=runs, profile=prof, speed=speed, seed=seed + k,
+                                       second_run=False, max_num_seqs=seqs).expected_score
+        best = max(CALIBRATION_BASELINES, key=score.__getitem__)
+        rows.append({"fold": k, "problems": len(held), "signal_from_other_fold": measured,
+                     "ours_calibrated": score["calibrated"], "ours_uncalibrated": score["uncalibrated"],
+                     "best_baseline": best, "best_baseline_score": score[best]})
+        if progress is not None:
+            progress(f"calibrate: fold {k + 1}/2 scored")
+    return Calibration(name, signal(pool), rows)
