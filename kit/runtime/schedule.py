@@ -275,7 +275,8 @@ def pressed_rules(n: int) -> tuple[Agreement, ...]:
 class Ours:
     """The value of time: each problem gets the cap at which the run's problems would spend their fair share
     on average, the richest sample rung whose expected time fits that cap, early stop on agreement or
-    certainty, a first-finish quorum, and a give-up rule for hopeless splits.
+    certainty, a first-finish quorum where the model's finish order has been measured to say "right", and a
+    give-up rule for hopeless splits.
 
     * share = time left / problems left; the allowance is :func:`equalized_allowance` of the problems so far
       (None — time does not bind — or before ``warmup`` problems: ``stretch × share``), never more than what
@@ -288,8 +289,12 @@ class Ours:
       evenly up to max tokens) — time that fixed settings leave unused buys more and longer samples;
     * the throughput model is the bank's (the engine's speed model corrected by every measured problem,
       :class:`~kit.runtime.throughput.Throughput`), so a slower-than-expected machine shrinks the rungs;
-    * quorum: vote among the first ``max(quorum_min, quorum × n)`` finishers (short samples are right more
-      often; ties go to the earliest finisher); give-up after ``hopeless_after`` finished samples with no two agreeing;
+    * calibrated on the model's own attempts (:attr:`finish_signal`): where finishing first has been measured
+      to say "right" (R1-distill models), vote among the first ``max(quorum_min, quorum × n)`` finishers and
+      give ties to the earliest; where it says "wrong" (gpt-oss-120b: quick wrong guesses finish first), no
+      quorum and ties to the latest finisher; not measured, neither. Without a quorum, while time binds,
+      stop also at the earlier agreements of :func:`pressed_rules`; give up after ``hopeless_after``
+      finished samples with no two agreeing;
     * ``difficulty``: optional hook ``problem → factor`` (≈1 for an average problem) scaling the allowance,
       fed by the difficulty predictor of the training kit.
     """
@@ -329,8 +334,6 @@ class Ours:
     derivation: +0.7…+1.3 problems on the real-shaped gpt-oss pools), else the earliest finisher's (where
     it says "right", a 1–1–1 split among the first finishers goes to the first), and the larger answer when
     nothing was measured."""
-    settle_votes: int | None = None
-    """Give up on a split once no answer can reach this many votes (``StopRules.settle_votes``)."""
     pressed: bool = True
     """While time binds (the problems so far would spend more than their fair share without a cap:
     :func:`equalized_allowance` is not None) and no quorum stops problems early, stop also when the first 3
@@ -393,7 +396,7 @@ class Ours:
         if self.pressed and quorum is None and self.binds(state, now):
             agreements = agreements + pressed_rules(n)
         rules = StopRules(agreements=agreements, certain=True, hopeless_after=self.hopeless_after,
-                          quorum=quorum, tie_break=self.tie(), settle_votes=self.settle_votes)
+                          quorum=quorum, tie_break=self.tie())
         return Budget(now + allowance, n, state.max_tokens, rules)
 
     def report(self, outcome: Outcome) -> None:

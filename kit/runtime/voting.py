@@ -272,16 +272,14 @@ class StopRules:
     weighting: Weighting = PLAIN
     tie_break: TieBreak = "larger"
     quorum: int | None = None
-    """First-finish quorum: settle as soon as this many samples have finished. Short samples finish
-    first and are right more often (correct AIME samples are about half as long as wrong ones), so
-    with many samples the first few finishers outvote the long tail."""
+    """First-finish quorum: settle as soon as this many samples have finished. For models whose short samples
+    are right more often (R1-distill: correct AIME samples about half as long as wrong ones) the first few
+    finishers outvote the long tail; for models whose first finishers are quick wrong guesses (gpt-oss-120b)
+    it votes among the worst samples — a policy sets it only where it was measured to help
+    (``kit.runtime.schedule.Ours.finish_signal``)."""
     hopeless_after: int | None = None
     """Give up once this many samples finished and no two agree: more samples rarely rescue such a
     question, and the time is worth more on the next one (the leader is returned)."""
-    settle_votes: int | None = None
-    """Give up once no answer can reach this many votes any more, even if every running sample voted for
-    it: a split that cannot settle by the agreement rules only runs on to the last, longest samples (the
-    leader is returned; with ``Agreement(k, k, "any")`` as the rule, set it to ``k``)."""
 
 
 @dataclass(frozen=True)
@@ -317,13 +315,6 @@ def decided(votes: Sequence[Vote], running: int, rules: StopRules = StopRules())
             return Decision(True, answer, f"agreement: {rule.describe()}")
     if rules.quorum is not None and len(votes) >= rules.quorum:
         return Decision(True, leader, f"quorum: first {rules.quorum} finished")
-    if rules.settle_votes is not None:
-        counts: dict[int, int] = {}
-        for v in votes:
-            if v.answer is not None:
-                counts[v.answer] = counts.get(v.answer, 0) + 1
-        if max(counts.values(), default=0) + running < rules.settle_votes:
-            return Decision(True, leader, f"unsettled: no answer can reach {rules.settle_votes} votes")
     if rules.hopeless_after is not None and len(votes) >= rules.hopeless_after:
         answered = [v.answer for v in votes if v.answer is not None]
         if len(set(answered)) == len(answered):
