@@ -12,9 +12,10 @@ gpt-oss-120b model with 8 attempts (the KV cache's limit). The figure per cell i
 (problems of 50) with the 95 % CI of the paired difference.
 
 Calibration, held out: ``ours`` gets the ``finish_signal`` measured (kit.offline.finish_order) on problems
-it is not played on — for a synthetic shape, the mean over ``--calibration-draw``.. +9 problem draws, the
-play on the draws from ``--first-draw`` on; for a recorded pool, its problems split in two halves, each
-half played with the signal of the other. ``--uncalibrated`` plays ``ours`` with no calibration instead (its
+it is not played on — for a synthetic shape, ``--calibration-draw``.. +9 problem draws, the play on the
+draws from ``--first-draw`` on; for a recorded pool, its problems split in two halves, each half played with
+the signal of the other — weighed against the model family's prior (the profile's stack calibration) as
+``kit simulate --tune --pool`` does (kit.offline.finish_order.calibrated_signal). ``--uncalibrated`` plays ``ours`` with no calibration instead (its
 defaults, which must hold where finishing first says nothing or says "wrong").
 
 "Time binds" in a cell when the time limit costs the best baseline problems: the same policy with ten
@@ -37,8 +38,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
-from kit.offline.finish_order import finish_signal
+from kit.offline.finish_order import calibrated_signal
 from kit.runtime.profiles import Profile, get_profile
+from kit.runtime.run_config import STACKS, stack_of
 from kit.runtime.schedule import AIMO3Baseline, Policy, SecondPlace, make_policy
 from kit.runtime.throughput import get_speed
 from kit.sim.pools import SimProblem, family
@@ -56,14 +58,22 @@ T975 = (12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23, 2.20, 2.18,
 """Student t quantiles (0.975) for 1–20 degrees of freedom; 1.96 beyond."""
 
 
-def signal_of(pool: list[SimProblem]) -> float | None:
-    return finish_signal([(p.gold, p.samples) for p in pool])
+def prior(profile: str) -> float | None:
+    """The model family's calibration: the stack a profile is played with (R1-distill for AIMO2, gpt-oss-120b
+    for AIMO3)."""
+    return STACKS[stack_of(profile)].policy_params.get("finish_signal")
 
 
-def calibration(profile: str, pool_name: str, first: int, draws: int = 10, separation: float | None = None) -> float:
+def calibrated(profile: str, problems: list[SimProblem]) -> float | None:
+    """ours' finish signal from problems it is not played on, weighed against the family's prior."""
+    return calibrated_signal([(p.gold, p.samples) for p in problems], prior(profile))
+
+
+def calibration(profile: str, pool_name: str, first: int, draws: int = 10,
+                separation: float | None = None) -> float | None:
     """ours' finish signal for a synthetic shape, measured on problem draws it is not played on."""
-    return statistics.fmean(signal_of(family(profile, redraw=k, separation=separation)[pool_name]())
-                            for k in range(first, first + draws))
+    return calibrated(profile, [p for k in range(first, first + draws)
+                                for p in family(profile, redraw=k, separation=separation)[pool_name]()])
 
 
 def relaxed(name: str, profile: Profile) -> tuple[Policy, Profile]:
@@ -86,7 +96,7 @@ def plays(profile: str, pool_name: str, draw_ids: range, cal_first: int, separat
         return [(k, family(profile, redraw=k, separation=separation)[pool_name](), params) for k in draw_ids]
     whole = family(profile)[pool_name]()
     halves = [whole[0::2], whole[1::2]]
-    return [(k, halves[k], {} if uncalibrated else {"finish_signal": signal_of(halves[1 - k])}) for k in (0, 1)]
+    return [(k, halves[k], {} if uncalibrated else {"finish_signal": calibrated(profile, halves[1 - k])}) for k in (0, 1)]
 
 
 def cell(job: tuple[str, str, str, int, int, int, float | None, int, bool]) -> dict:
@@ -133,7 +143,7 @@ def overruns(job: tuple[str, str, str, int]) -> tuple[str, str, dict[str, int]]:
     profile, pool_name, hw, runs = job
     pool = family(profile)[pool_name]()
     total = get_profile(profile).total_seconds
-    params = {"finish_signal": signal_of(pool)}
+    params = {"finish_signal": calibrated(profile, pool)}
     out = {}
     for name in ("ours", *BASELINES):
         r = monte_carlo(pool, lambda n=name: make_policy(n, params if n == "ours" else None), runs=runs, profile=profile,

@@ -23,7 +23,7 @@ from kit.learn.scorer import Scorer
 from kit.offline.attempt_logs import is_attempt_log, parse_column_map
 from kit.offline.budget import DEFAULT_BUDGETS
 from kit.offline.evaluate import evaluate
-from kit.offline.finish_order import finish_signal
+from kit.offline.finish_order import calibrated_signal
 from kit.offline.report import print_summary, write_json, write_report
 from kit.offline.runs import load_records_run, load_runs, logged_run
 from kit.offline.traces import load_pool
@@ -231,14 +231,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     hardware = args.hardware.split(",")[0].strip()
     print(f"calibrating ours on {args.pool} ({len(pool)} problems), hardware {hardware}, profile {args.profile}, "
           f"{args.tune_runs} competitions per fold", flush=True)
-    cal = calibrate(pool, name=args.pool, profile=args.profile, hardware=hardware, runs=args.tune_runs,
+    prior = STACKS[stack_of(args.profile)].policy_params.get("finish_signal")
+    cal = calibrate(pool, name=args.pool, profile=args.profile, hardware=hardware, prior=prior, runs=args.tune_runs,
                     seed=args.seed, progress=lambda m: print(m, flush=True))
-    if cal.finish_signal is None:
+    if cal.measured is None or cal.finish_signal is None:
         raise ValueError(f"{args.pool}: no problem with a gold answer and two attempts: nothing to calibrate on")
-    sign = "right" if cal.finish_signal > 0 else "wrong"
-    print(f"finish signal {cal.finish_signal:+.3f}: the first attempt to finish is {sign} more often than a random one "
-          f"by {abs(cal.finish_signal):.3f} -> ours: quorum {'on' if make_policy('ours', cal.params()).uses_quorum() else 'off'}, "  # type: ignore[attr-defined]
-          f"ties to the {make_policy('ours', cal.params()).tie()} answer")  # type: ignore[attr-defined]
+    mean, se, n = cal.measured
+    used = "measured" if cal.finish_signal == mean else f"the {stack_of(args.profile)} prior (within 2 SE of it)"
+    ours = make_policy("ours", cal.params())
+    print(f"first attempt to finish minus a random one, right: {mean:+.3f} ± {1.96 * se:.3f} on {n} problems "
+          f"(prior {prior:+.2f}); written: {cal.finish_signal:+.3f}, {used} -> ours: quorum "
+          f"{'on' if ours.uses_quorum() else 'off'}, ties to the {ours.tie()} finisher's answer")  # type: ignore[attr-defined]
     print(f"{'held-out fold':<15}{'signal (other fold)':>20}{'ours calibrated':>17}{'uncalibrated':>14}{'best baseline':>27}")
     for f in cal.folds:
         print(f"{f['fold']:<15}{f['signal_from_other_fold']:>+20.3f}{f['ours_calibrated']:>17.2f}"
@@ -262,7 +265,8 @@ def _tune(args: argparse.Namespace) -> int:
                                                                           if n.strip()]
     pools = {n: load_pool_arg(n, args.profile, args.seed, columns=args.columns) for n in names}
     hardware = [h.strip() for h in args.hardware.split(",")]
-    base = {n: {"finish_signal": finish_signal([(p.gold, p.samples) for p in pool])}
+    prior = STACKS[stack_of(args.profile)].policy_params.get("finish_signal")
+    base = {n: {"finish_signal": calibrated_signal([(p.gold, p.samples) for p in pool], prior)}
             for n, pool in pools.items()} if policy == "ours" else {}
     print(f"tuning {policy} on {len(pools)} pools x {len(hardware)} hardware, {args.tune_runs} competitions per "
           f"point and cell, profile {args.profile}" + (" (ours calibrated on each pool)" if base else ""), flush=True)

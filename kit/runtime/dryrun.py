@@ -133,7 +133,8 @@ async def _solve_all(session: Session, problems: list[Problem], out: Path, conso
                   f"({session.model}), profile {profile.name}, ≤{session.max_samples} samples × "
                   f"≤{solver_cfg.max_tokens} tokens, time limit {cfg.total(profile):.0f} s (start-up took "
                   f"{session.startup_seconds:.0f} s, {bank.end - bank.start:.0f} s in the bank), time policy "
-                  f"{cfg.policy_name()}" + (f" + difficulty {cfg.difficulty}" if cfg.difficulty else ""))
+                  f"{cfg.policy_name()}" + "".join(f" {k}={v}" for k, v in cfg.policy_parameters().items())
+                  + (f" + difficulty {cfg.difficulty}" if cfg.difficulty else ""))
     clock = session.engine.clock
     start = clock.now()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -78,7 +78,8 @@ class Session:
                      startup_seconds=round(self.startup_seconds, 2), startup_counted_from=started_from,
                      bank_seconds=round(self.bank.state.end - self.bank.state.start, 2),
                      max_samples=self.max_samples, max_num_seqs=engine.max_num_seqs,
-                     speed=_jsonable(asdict(speed)), policy=getattr(policy, "name", type(policy).__name__))
+                     speed=_jsonable(asdict(speed)), policy=getattr(policy, "name", type(policy).__name__),
+                     policy_params=_jsonable(config.policy_parameters()))
 
     @classmethod
     async def open(cls, config: SubmissionConfig, *, engine_factory: EngineFactory | None = None,

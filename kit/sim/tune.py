@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kit.offline.finish_order import finish_signal
+from kit.offline.finish_order import calibrated_signal, finish_signal_estimate
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.schedule import Policy, make_policy
 from kit.runtime.throughput import SpeedModel, get_speed
@@ -131,10 +131,14 @@ class Calibration:
 
     pool: str
     finish_signal: float | None
-    """Measured on the whole pool (the written value); None when no problem has two attempts and a gold."""
+    """The calibration written: the measurement on the whole pool where it clearly differs from the prior,
+    else the prior; None when neither exists."""
     folds: list[dict[str, Any]]
     """Per fold: the signal measured on the other fold and the fold's scores of ours calibrated so, ours
     uncalibrated and the best baseline."""
+    measured: tuple[float, float, int] | None = None
+    """(mean, standard error, problems) of the measurement on the whole pool."""
+    prior: float | None = None
 
     def params(self) -> dict[str, Any]:
         return {} if self.finish_signal is None else {"finish_signal": round(self.finish_signal, 3)}
@@ -145,16 +149,18 @@ class Calibration:
 
 
 def calibrate(pool: Sequence[SimProblem], *, name: str, profile: Profile | str | None, hardware: str | SpeedModel,
-              runs: int = 100, seed: int = 0, progress: Callable[[str], None] | None = None) -> Calibration:
-    """Measure what finishing first says on ``pool`` (:func:`kit.offline.finish_order.finish_signal`) and check
-    the calibration out of sample: the problems split in two folds, ``ours`` calibrated on one is played on
-    the other against the baselines and against ``ours`` uncalibrated (``runs`` competitions each)."""
+              prior: float | None = None, runs: int = 100, seed: int = 0,
+              progress: Callable[[str], None] | None = None) -> Calibration:
+    """Measure what finishing first says on ``pool`` and weigh it against the model family's ``prior``
+    (:func:`kit.offline.finish_order.calibrated_signal`), and check the calibration out of sample: the
+    problems split in two folds, ``ours`` calibrated on one is played on the other against the baselines and
+    against ``ours`` uncalibrated (``runs`` competitions each)."""
     prof = get_profile(profile)
     speed = get_speed(hardware)
     seqs = hardware_max_seqs(hardware) if isinstance(hardware, str) else None
 
     def signal(problems: Sequence[SimProblem]) -> float | None:
-        return finish_signal([(p.gold, p.samples) for p in problems])
+        return calibrated_signal([(p.gold, p.samples) for p in problems], prior)
 
     folds = [list(pool[0::2]), list(pool[1::2])]
     rows = []
@@ -174,4 +180,4 @@ def calibrate(pool: Sequence[SimProblem], *, name: str, profile: Profile | str |
                      "best_baseline": best, "best_baseline_score": score[best]})
         if progress is not None:
             progress(f"calibrate: fold {k + 1}/2 scored")
-    return Calibration(name, signal(pool), rows)
+    return Calibration(name, signal(pool), rows, finish_signal_estimate([(p.gold, p.samples) for p in pool]), prior)
