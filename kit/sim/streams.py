@@ -11,6 +11,7 @@ import asyncio
 import bisect
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 from kit.runtime.engines.base import Chunk, GenParams
 from kit.runtime.tokens import ApproxTokenizer
@@ -99,13 +100,15 @@ class Slot:
         return chunk
 
 
-class ReplayRequest:
-    __slots__ = ("budget", "cursor", "emitted", "finished", "holdback", "id", "params", "prefill", "problem",
-                 "prompt", "prompt_tokens", "sample", "slot", "start", "tokens", "toks")
+class DecodeRequest:
+    """What the coordinator needs of every request; a replay engine's request adds its recording and says
+    what the next steps emit (:meth:`plan`)."""
 
-    def __init__(self, request_id: str, prompt: str, params: GenParams, problem: str, sample: int,
-                 recording: str, start: int, prompt_tokens: int, prefill: int, budget: int,
-                 tokenizer: ApproxTokenizer) -> None:
+    __slots__ = ("budget", "cursor", "finished", "id", "params", "prefill", "problem", "prompt", "prompt_tokens",
+                 "sample", "slot", "start", "tokens")
+
+    def __init__(self, request_id: str, prompt: Any, params: GenParams, problem: str, sample: int, start: int,
+                 prompt_tokens: int, prefill: int, budget: int) -> None:
         self.id = request_id
         self.prompt = prompt
         self.params = params
@@ -114,16 +117,32 @@ class ReplayRequest:
         self.start = start
         self.cursor = start
         """Recording position after the tokens generated so far."""
-        self.emitted = start
-        """Recording position after the text streamed so far."""
-        self.holdback = 0 if params.include_stop_str_in_output else max(0, *(len(s) - 1 for s in params.stop))
         self.prompt_tokens = prompt_tokens
         self.prefill = prefill
+        """Prompt tokens not in the prefix cache (charged at the next step)."""
         self.budget = budget
         self.tokens = 0
         self.finished = False
-        self.toks = TokenCursor(recording, start, tokenizer)
         self.slot = Slot()
+
+    def plan(self, steps: int) -> Plan:
+        """The next ``steps`` decode steps (fewer when the request finishes on the way)."""
+        raise NotImplementedError
+
+
+class ReplayRequest(DecodeRequest):
+    """A request replaying a recorded text, tokenised lazily (:class:`TokenCursor`)."""
+
+    __slots__ = ("emitted", "holdback", "toks")
+
+    def __init__(self, request_id: str, prompt: str, params: GenParams, problem: str, sample: int,
+                 recording: str, start: int, prompt_tokens: int, prefill: int, budget: int,
+                 tokenizer: ApproxTokenizer) -> None:
+        super().__init__(request_id, prompt, params, problem, sample, start, prompt_tokens, prefill, budget)
+        self.emitted = start
+        """Recording position after the text streamed so far."""
+        self.holdback = 0 if params.include_stop_str_in_output else max(0, *(len(s) - 1 for s in params.stop))
+        self.toks = TokenCursor(recording, start, tokenizer)
 
     @property
     def recording(self) -> str:

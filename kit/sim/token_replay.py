@@ -45,7 +45,7 @@ from kit.runtime.protocols.harmony import END, assistant_header_ids, decode_ids,
 from kit.runtime.throughput import SpeedModel, get_speed
 from kit.sim.clock import VirtualClock
 from kit.sim.decoder import VirtualDecoder
-from kit.sim.streams import Plan, Slot
+from kit.sim.streams import DecodeRequest, Plan
 
 START = 200006
 """``<|start|>``: opens a message (a tool's answer, the model's next turn)."""
@@ -96,31 +96,20 @@ def entropy_row(bits: float, k: int = 5) -> tuple[float, ...]:
     return (math.log(x), *[math.log(rest) if rest > 0 else -1e4] * (k - 1))
 
 
-class _Request:
-    __slots__ = ("budget", "cursor", "finished", "id", "ids", "params", "prefill", "problem", "prompt",
-                 "prompt_tokens", "rows", "sample", "slot", "start", "stops", "text", "tokens")
+class _Request(DecodeRequest):
+    """A request replaying a logged attempt's completion ids."""
+
+    __slots__ = ("ids", "rows", "stops", "text")
 
     def __init__(self, request_id: str, prompt: np.ndarray, params: GenParams, problem: str, sample: int,
                  ids: np.ndarray, start: int, prefill: int, budget: int,
                  rows: tuple[np.ndarray, tuple[float, ...], tuple[float, ...]] | None) -> None:
-        self.id = request_id
+        super().__init__(request_id, prompt, params, problem, sample, start, len(prompt), prefill, budget)
         self.ids = ids
         """The logged attempt's completion ids."""
-        self.prompt = prompt
-        self.params = params
-        self.problem = problem
-        self.sample = sample
-        self.start = start
-        self.cursor = start
-        self.prompt_tokens = len(prompt)
-        self.prefill = prefill
-        self.budget = budget
-        self.tokens = 0
-        self.finished = False
         self.stops = frozenset(params.stop_token_ids)
         self.rows = rows
         self.text = ""
-        self.slot = Slot()
 
     def plan(self, steps: int) -> Plan:
         room = self.budget - self.tokens
