@@ -90,6 +90,8 @@ def test_evaluate_and_simulate_read_both_formats(log, rows, tmp_path: Path) -> N
     pass1 = {m["run"]: m["pass@1"] for m in ev["metrics"]}
     expected = sum(r["answer"] == r["gold"] for r in rows) / len(rows)
     assert pass1["attempts"] == pytest.approx(expected) and pass1["t"] == pytest.approx(expected)
+    recorded = {m["run"]: m["recorded pass@1"] for m in ev["metrics"]}
+    assert recorded == {"attempts": None, "t": pytest.approx(expected)}  # the harness's verdicts agree
     assert {f["run"] for f in ev["finish_order"]} == {"attempts", "t"}
     assert "What finishing first says" in (tmp_path / "ev" / "report.md").read_text()
     sim = tmp_path / "sim.json"

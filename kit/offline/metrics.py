@@ -163,4 +163,14 @@ def run_summary(run: Run, problems: pl.DataFrame, samples: pl.DataFrame, ks: Seq
     out = {"run": run.name, "kind": run.kind, "problems": problems.height, **acc, **stats, **per_problem}
     if not out["code_calls/sample"]:
         out["code_error_rate"] = None
+    out["recorded pass@1"] = recorded_pass1(run)
     return out
+
+
+def recorded_pass1(run: Run) -> float | None:
+    """pass@1 by the recording harness's own verdicts (trace pools and attempt tables that keep one), beside
+    the kit's reading of the same samples: where the two differ, the answers were read differently. None
+    when no sample carries a verdict."""
+    per_problem = [[s.recorded_correct for s in p.done if s.recorded_correct is not None] for p in run.problems]
+    rates = [sum(v) / len(v) for v in per_problem if v]
+    return sum(rates) / len(rates) if rates else None

@@ -132,20 +132,20 @@ def write_harmony_log(path: str | Path, rows: Sequence[dict]) -> Path:
     return path
 
 
-TABLE_COLUMNS = ("problem_id", "answer", "gold", "tokens", "seconds", "problem", "entropy", "python_calls",
-                 "python_errors")
 
 
 def write_attempt_table(path: str | Path, rows: Sequence[dict], rename: dict[str, str] | None = None) -> Path:
     """The rows as an attempt table (``.csv`` or ``.parquet`` by the suffix), one attempt a row, the answer as
-    the harness read it; ``rename`` gives columns other names (as other harnesses call them)."""
+    the harness read it and its verdict (``correct``); ``rename`` gives columns other names (as other
+    harnesses call them)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rename = rename or {}
     table = [{rename.get(c, c): v for c, v in (
         ("problem_id", r["problem_id"]), ("answer", r["answer"]), ("gold", r["gold"]),
         ("tokens", len(r["completion_ids"])), ("seconds", r["seconds"]), ("problem", r["problem"]),
-        ("entropy", r["entropy_mean"]), ("python_calls", r["python_calls"]), ("python_errors", r["python_errors"]))}
+        ("entropy", r["entropy_mean"]), ("python_calls", r["python_calls"]), ("python_errors", r["python_errors"]),
+        ("correct", r["answer"] == r["gold"]))}
         for r in rows]
     if path.suffix == ".parquet":
         pl.DataFrame(table).write_parquet(path)
