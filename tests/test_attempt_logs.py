@@ -56,6 +56,18 @@ def test_a_harmony_log_is_read_as_its_harness_wrote_it(log, rows) -> None:
         assert "<|channel|>" in s.text
 
 
+def test_a_log_that_keeps_the_assistant_header_reads_the_same(log, tmp_path: Path) -> None:
+    from kit.runtime.protocols.harmony import assistant_header_ids
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    for row in lines:
+        row["completion_ids"] = list(assistant_header_ids()) + row["completion_ids"]
+    other = tmp_path / "with-header.jsonl"
+    other.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    answers = [[s.answer for s in p.samples] for p in load_pool_run(log).problems]
+    assert [[s.answer for s in p.samples] for p in load_pool_run(other).problems] == answers
+
+
 def test_the_same_ids_read_the_same_in_a_log_and_live() -> None:
     """One reader: what read_completion says of a log line is what the reader says of the stream."""
     for r in harmony_log(LogShape(problems=2, attempts=6, seed=9)):

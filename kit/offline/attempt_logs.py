@@ -38,7 +38,7 @@ import polars as pl
 
 from kit.runtime.jsonl import json_lines
 from kit.runtime.profiles import Profile, get_profile
-from kit.runtime.protocols.harmony import HarmonyReader, harmony_encoding, read_completion
+from kit.runtime.protocols.harmony import HarmonyReader, harmony_encoding, read_completion, without_header
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 LOG_SUFFIXES = (".jsonl", ".jsonl.gz")
@@ -209,6 +209,7 @@ def read_harmony_log(path: str | Path, *, profile: Profile | str | None = None,
         if bad:
             raise AttemptLogError(f"{where}: field 'completion_ids' must be a list of token ids, got {bad[0]!r:.60}")
         gold = _same_gold(golds, pid, _gold(row["gold"], where, prof), row["gold"], where, "field")
+        ids = without_header(ids)
         reading = read_completion(ids, enc)
         if reading.answer is not None and reading.answer not in cache:
             cache[reading.answer] = prof.to_answer(reading.answer)

@@ -329,6 +329,7 @@ def read_completion(ids: Sequence[int], enc: Any | None = None) -> CompletionRea
     """Read one logged attempt (the ids after its rendered prompt, as AIMO3 harnesses save them) with the
     solver's own reader (:class:`HarmonyReader`)."""
     enc = enc or harmony_encoding()
+    ids = without_header(ids)
     reader = HarmonyReader(enc)
     reader.feed(ids)
     ended_open = bool(reader._parts)
@@ -345,6 +346,14 @@ def read_completion(ids: Sequence[int], enc: Any | None = None) -> CompletionRea
         reason = "length" if ended_open else "stop"
     return CompletionReading(answer, len(ids), reason, reader.python_calls, reader.python_errors,
                              decode_ids(enc, ids), reader.error)
+
+
+def without_header(ids: Sequence[int]) -> list[int]:
+    """Completion ids without a leading ``<|start|>assistant``: some harnesses log the header that ends the
+    rendered prompt as the completion's first tokens; the model's first turn starts after it."""
+    ids = list(ids)
+    header = list(assistant_header_ids())
+    return ids[len(header):] if ids[: len(header)] == header else ids
 
 
 def decode_ids(enc: Any, ids: Sequence[int]) -> str:
