@@ -47,7 +47,7 @@ def test_the_latest_finisher_wins_a_tie() -> None:
     assert majority(votes, tie_break="latest") == 9 and majority(votes, tie_break="earliest") == 7
 
 
-def test_earlier_stops_only_while_time_binds_and_without_a_quorum() -> None:
+def test_earlier_stops_only_while_time_binds() -> None:
     def rules(params: dict, seconds: float) -> tuple:
         bank = TimeBank(make_policy("ours", params), AIMO3, start=0.0, max_samples=8, max_tokens=65_536, speed=H100,
                         n_problems=50)
@@ -55,10 +55,10 @@ def test_earlier_stops_only_while_time_binds_and_without_a_quorum() -> None:
             bank.record(Outcome(seconds, 1000, "all finished", 8, 8))
         return bank.next_budget(5 * seconds).rules.agreements
 
-    inverted = {"finish_signal": -0.24}
-    assert set(pressed_rules(8)) <= set(rules(inverted, 1500.0))  # 50 x 1500 s > 5 h: time binds
-    assert not set(pressed_rules(8)) & set(rules(inverted, 60.0))
-    assert not set(pressed_rules(8)) & set(rules({"finish_signal": 0.3}, 1500.0))  # the quorum stops early anyway
+    for calibrated in ({"finish_signal": -0.24}, {"finish_signal": 0.3}):
+        assert set(pressed_rules(8)) <= set(rules(calibrated, 1500.0))  # 50 x 1500 s > 5 h: time binds
+        assert not set(pressed_rules(8)) & set(rules(calibrated, 60.0))
+    assert not set(pressed_rules(8)) & set(rules({"finish_signal": 0.3, "pressed": False}, 1500.0))
 
 
 def test_the_real_shaped_aimo3_pools_have_the_measured_shape() -> None:
