@@ -82,9 +82,9 @@ def main() -> None:
             print(f"{label:<38} tokens/attempt: stop off {statistics.fmean(off):8.0f}   stop on "
                   f"{statistics.fmean(on):8.0f}   ratio {statistics.fmean(on) / statistics.fmean(off):.3f}")
         ends = {e: sum(r["end"] == e for r in rows) for e in ("analysis_box", "boxed_final", "bare_final", "cut")}
-        dropped = ends["analysis_box"] + ends["bare_final"]
-        print(f"log of {len(rows)} attempts: {ends}; the old reading dropped {dropped} votes "
-              f"({dropped / len(rows):.0%}: analysis boxes were errors, bare finals no answer), the reader drops none")
+        read_before, read_now = ends["boxed_final"], len(rows) - ends["cut"]
+        print(f"log of {len(rows)} attempts: {ends}; answers read: before {read_before} (only boxed finals: analysis "
+              f"boxes ended as errors, bare finals as no answer), now {read_now} (all but the cut ones)")
         start = time.perf_counter()
         out = Path(tmp) / "dry"
         kit_main(["dryrun", "--stack", "gpt-oss", "--profile", "aimo3", "--engine", "replay", "--traces", str(log),
