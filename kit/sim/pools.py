@@ -165,8 +165,8 @@ raised it from 32k because attempts were cut), correct attempts shorter than wro
 AIMO3_REAL_SPEC = replace(AIMO3_SPEC, samples=16, correct_median=29_000.0, wrong_median=42_000.0, length_sigma=0.45,
                           wrong_sigma=0.6, quick_wrong_share=0.3, quick_factor=0.3, distractor_share=0.6,
                           accuracy_beta=(1.4, 0.7), seed=21)
-"""An AIMO3 pool shaped like real gpt-oss-120b attempts (docs/design.md "What real gpt-oss-120b output looks
-like"): ~29k median tokens, p90 ~60k (65k cap), wrong attempts about as long as right ones (median ratio
+"""An AIMO3 pool shaped like real gpt-oss-120b attempts
+(docs/design.md "What real gpt-oss-120b output looks like"): ~29k median tokens, p90 ~60k (65k cap), wrong attempts about as long as right ones (median ratio
 1.07–1.15 over its draws, measured 1.08) yet the shortest attempts wrong more often (the first finisher of 8
 right 0.44–0.60 vs a random attempt 0.60–0.70; measured 0.42 vs 0.66) — wrong answers are quick guesses or
 long struggles — and wrong answers concentrated on a distractor (majority of 8 0.73–0.86; measured 0.76).
