@@ -167,9 +167,10 @@ class HarmonyReader:
     * messages: ``openai_harmony.StreamableParser`` over the ids (the model's turns, ``<|call|>``, the
       python tool's messages, the next ``<|start|>assistant``), each message's text accumulated from the
       parser's deltas (cost per token is constant: a 60k-token attempt is read in ~0.1 s);
-    * :attr:`boxed`: a complete ``\\\\boxed{}`` in the model's own text, any channel (not inside a tool call);
-    * :meth:`answer`: the last box; else a ``final`` message that is one integer once stripped of its
-      wrappers (:func:`~kit.runtime.answers.lone_integer`); else the phrase rules; else None;
+    * :attr:`boxed`: a complete ``\\boxed{}`` in the model's own text, any channel (not inside a tool call);
+    * :meth:`answer`: the last ``final`` message's box, else that final when it is one integer once
+      stripped of its wrappers (:func:`~kit.runtime.answers.lone_integer`); else the last box anywhere in
+      the model's own text; else the phrase rules; else None;
     * :attr:`python_calls`, :attr:`python_errors`: tool calls, and tool answers that report an exception
       or a timeout.
     """
@@ -189,7 +190,7 @@ class HarmonyReader:
         self._text_len = 0
         self._tail = ""
         self.boxed = False
-        """A complete box was written in the model's own text (see :meth:`box_in_current`)."""
+        """A complete box was written in the model's own text (a message to the user or itself, not a call)."""
 
     def feed(self, ids: Sequence[int]) -> None:
         """Read more completion ids (tokens after an unparseable one are counted, not read)."""
