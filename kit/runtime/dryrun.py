@@ -77,6 +77,10 @@ class DryRunSummary:
     tokens: int = 0
     tokens_per_second: float = 0.0
     startup_seconds: float = 0.0
+    records: str = ""
+    """The file the run's records went to (the fallback when their own path failed: docs/reliability.md)."""
+    records_degraded: str | None = None
+    """Why records are not all where they should be; None when they are."""
     rows: list[Row] = field(default_factory=list)
 
 
@@ -148,9 +152,17 @@ async def _solve_all(session: Session, problems: list[Problem], out: Path, conso
             summary.rows.append(row)
             progress.console.print(_line(row))
             progress.advance(task)
-            _update(summary, clock.now() - start)
-            (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+            _update(summary, clock.now() - start, session.recorder)
+            _write_summary(summary, out, console)
     return summary
+
+
+def _write_summary(summary: DryRunSummary, out: Path, console: Console) -> None:
+    """``summary.json``, rewritten after every problem; a failed write is said, never fatal to the run."""
+    try:
+        (out / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    except OSError as exc:
+        console.print(f"[yellow]summary.json not written: {exc}[/]")
 
 
 def _row(result: ProblemResult, gold: int | None) -> Row:
@@ -168,8 +180,10 @@ def _line(row: Row) -> str:
             f"{row.tokens:>6}tok {row.samples_finished}/{row.samples}smp {row.code_calls}code {row.reason}{err}")
 
 
-def _update(summary: DryRunSummary, seconds: float) -> None:
+def _update(summary: DryRunSummary, seconds: float, recorder: RunRecorder | None = None) -> None:
     rows = summary.rows
+    if recorder is not None:
+        summary.records, summary.records_degraded = str(recorder.written_to), recorder.degraded
     summary.problems = len(rows)
     summary.answered = sum(r.error is None for r in rows)
     summary.scored = sum(r.correct is not None for r in rows)
@@ -189,4 +203,6 @@ def _print_summary(console: Console, s: DryRunSummary, out: Path) -> None:
     table.add_row(str(s.problems), str(s.answered), f"{s.correct}/{s.scored}", score, f"{s.seconds:.1f}",
                   str(s.tokens), f"{s.tokens_per_second:.1f}")
     console.print(table)
-    console.print(f"records: {out / 'records.jsonl'}  summary: {out / 'summary.json'}")
+    console.print(f"records: {s.records or out / 'records.jsonl'}  summary: {out / 'summary.json'}")
+    if s.records_degraded:
+        console.print(f"[yellow]records degraded: {s.records_degraded}[/]")

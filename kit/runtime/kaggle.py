@@ -89,11 +89,8 @@ class _Runner:
         self.start_error: str | None = None
         self.calls = 0
         self.closed = False
-        self.recorder: RunRecorder | None = None
-        try:
-            self.recorder = RunRecorder(Path(config.records_dir) / "records.jsonl")
-        except Exception as exc:  # records are a debugging aid, never a reason to fail
-            log.error("cannot open run records in %s: %s", config.records_dir, exc)
+        # never raises: an unwritable records path falls back to the working directory (docs/reliability.md)
+        self.recorder: RunRecorder | None = RunRecorder(Path(config.records_dir) / "records.jsonl")
 
     # --- records ------------------------------------------------------------------------------
 
@@ -225,48 +222,54 @@ class _Runner:
                 log.warning("session close failed: %s", exc)
         if self.loop is not None:
             self.loop.stop()
-        self.record("run_end", kind="kaggle", calls=self.calls)
-        if self.recorder is not None:
-            self.recorder.close()
+        rec = self.recorder
+        self.record("run_end", kind="kaggle", calls=self.calls,
+                    records_degraded=None if rec is None else rec.degraded,
+                    records_lost=0 if rec is None else rec.failures)
+        if rec is not None:
+            rec.close()
 
 
-def _scalar(value: Any) -> Any:
-    """The single value of a length-1 Series / one-row column, or the value itself."""
-
+def _values(value: Any) -> list[Any]:
+    """Every value of a Series / column / list, or the value itself as one."""
     if isinstance(value, pl.Series):
-        return value[0] if len(value) else None
+        return value.to_list()
     if isinstance(value, (list, tuple)):
-        return value[0] if value else None
-    return value
+        return list(value)
+    return [value]
 
 
-def _parse_call(args: tuple, kwargs: dict) -> tuple[Any, Any, Any]:
-    """(id as given — a length-1 Series or a value, id value, problem) from the gateway's call shapes."""
-
+def _parse_call(args: tuple, kwargs: dict) -> tuple[Any, list[tuple[Any, Any]]]:
+    """(ids as given — a Series or None —, [(id, problem) of every row]) from the gateway's call shapes: one
+    DataFrame, or the columns as Series / values, positionally or by name. The gateway sends one row; a
+    batch of several is answered row by row, never cut to its first (docs/reliability.md)."""
     if len(args) == 1 and isinstance(args[0], pl.DataFrame):
         df = args[0]
-        id_obj = df["id"].head(1) if "id" in df.columns else None
-        problem = df["problem"][0] if "problem" in df.columns and df.height else None
-        return id_obj, _scalar(id_obj), problem
+        ids = df["id"] if "id" in df.columns else None
+        problems = df["problem"].to_list() if "problem" in df.columns else [None] * df.height
+        id_values = ids.to_list() if ids is not None else [None] * df.height
+        return ids, list(zip(id_values, problems, strict=True))
     values = dict(kwargs)
     names = ["id", "problem", "answer"]
     for i, a in enumerate(args):
         name = a.name if isinstance(a, pl.Series) and a.name in names else (names[i] if i < len(names) else f"_{i}")
         values.setdefault(name, a)
-    id_obj = values.get("id")
-    if isinstance(id_obj, pl.Series):
-        id_obj = id_obj.head(1)
-    return id_obj, _scalar(id_obj), _scalar(values.get("problem"))
+    ids = values.get("id")
+    id_values, problems = _values(ids), _values(values.get("problem"))
+    n = max(len(id_values), len(problems))
+    if len(id_values) != n or len(problems) != n:
+        raise ValueError(f"{len(id_values)} id(s) for {len(problems)} problem(s)")
+    return (ids if isinstance(ids, pl.Series) else None), list(zip(id_values, problems, strict=True))
 
 
-def _frame(id_obj: Any, id_value: Any, answer: int) -> Any:
-    """The reply the gateway contract asks for: ``pl.DataFrame({"id": id_, "answer": int})``."""
-
-    if isinstance(id_obj, pl.Series) and len(id_obj) == 1:
-        ids = id_obj.rename("id")
+def _frame(ids: Any, rows: list[tuple[Any, Any]], answers: list[int]) -> Any:
+    """The reply the gateway contract asks for: ``pl.DataFrame({"id": id_, "answer": int})``, one row per
+    row asked, the ids echoed exactly as given."""
+    if isinstance(ids, pl.Series) and len(ids) == len(rows):
+        id_col = ids.rename("id")
     else:
-        ids = pl.Series("id", [id_value])
-    return pl.DataFrame({"id": ids, "answer": pl.Series("answer", [int(answer)], dtype=pl.Int64)})
+        id_col = pl.Series("id", [i for i, _ in rows])
+    return pl.DataFrame({"id": id_col, "answer": pl.Series("answer", [int(a) for a in answers], dtype=pl.Int64)})
 
 
 def build_predict(config: SubmissionConfig, *, engine_factory: EngineFactory | None = None,
@@ -279,29 +282,43 @@ def build_predict(config: SubmissionConfig, *, engine_factory: EngineFactory | N
     import of this module); ``profile`` replaces ``config.profile``'s Profile (e.g. a short per-call limit).
     The returned function has ``.close()`` (session, loop, records) and ``.runner``.
     """
+    warning = None
     if started_at is None:
-        started_at, started_from = run_start(PROCESS_START)
+        started_at, started_from, warning = run_start(PROCESS_START)
     else:
         started_from = "build_predict(started_at=...)"
     runner = _Runner(config, engine_factory=engine_factory, started_at=started_at, started_from=started_from,
                      profile=profile)
+    if warning is not None:
+        runner.record("warning", what="run start", error=warning)
 
     def predict(*args: Any, **kwargs: Any) -> Any:
         call_start = time.monotonic()
         fb = runner.profile.fallback_answer
-        id_obj: Any = None
-        id_value: Any = None
+        ids: Any = None
+        rows: list[tuple[Any, Any]] = []
         try:
-            id_obj, id_value, problem = _parse_call(args, kwargs)
+            ids, rows = _parse_call(args, kwargs)
         except Exception as exc:
             runner.failure("bad input", None, exc)
-            problem = None
+        if len(rows) > 1:
+            runner.record("kaggle_error", what="batch", problem_id=str(rows[0][0]),
+                          error=f"a batch of {len(rows)} rows: each is answered in turn")
+        answers = [answer_one(id_value, problem, call_start) for id_value, problem in rows or [(None, None)]]
+        try:
+            return _frame(ids, rows or [(None, None)], answers)
+        except Exception as exc:  # pragma: no cover - polars can always build this
+            runner.failure("building the answer frame", None, exc)
+            return pl.DataFrame({"id": [str(i) for i, _ in rows] or ["None"], "answer": [fb] * max(len(rows), 1)})
+
+    def answer_one(id_value: Any, problem: Any, call_start: float) -> int:
+        fb = runner.profile.fallback_answer
         try:
             with runner.lock:
                 if runner.closed:
                     answer, how = fb, "fallback: predict closed"
-                elif id_obj is None and problem is None:
-                    runner.failure("bad input", None, f"no id/problem in call args {args!r:.200} {kwargs!r:.200}")
+                elif id_value is None and problem is None:
+                    runner.failure("bad input", None, "no id/problem in the call")
                     answer, how = fb, "fallback: bad input"
                 else:
                     answer, how = runner.answer(id_value, problem, call_start)
@@ -314,12 +331,7 @@ def build_predict(config: SubmissionConfig, *, engine_factory: EngineFactory | N
         runner.record("kaggle_call", problem_id=str(id_value), answer=answer, how=how, seconds=round(seconds, 3),
                       call=runner.calls)
         log.info("predict %r -> %d (%s) in %.1f s", id_value, answer, how, seconds)
-        try:
-            return _frame(id_obj, id_value, answer)
-        except Exception as exc:  # pragma: no cover - polars can always build this
-            runner.failure("building the answer frame", id_value, exc)
-
-            return pl.DataFrame({"id": [str(id_value)], "answer": [fb]})
+        return answer
 
     predict.__name__ = "predict"
     predict.__qualname__ = "predict"

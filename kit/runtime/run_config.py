@@ -8,7 +8,10 @@ whether a real model is given (tiny model, CPU preset, small solver) is decided 
 
 from __future__ import annotations
 
+import math
 import os
+import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -188,13 +191,31 @@ class SubmissionConfig:
         return None if self.model is None else find_input(self.model)
 
 
-def run_start(default: float) -> tuple[float, str]:
-    """(start of the run as ``time.time()``, where it came from): ``$AIMO_KIT_RUN_START`` when the notebook's
-    first cell set it, else ``default``."""
+RUN_START_PAST_S = 2 * 3600.0
+"""``$AIMO_KIT_RUN_START`` further in the past than this is not this run's start (a stale variable)."""
+RUN_START_FUTURE_S = 60.0
+"""... nor one more than this in the future (a clock or unit error)."""
+
+
+def run_start(default: float, now: float | None = None) -> tuple[float, str, str | None]:
+    """(start of the run as ``time.time()``, where it came from, a warning or None): ``$AIMO_KIT_RUN_START``
+    when the notebook's first cell set it to a plausible time, else ``default``.
+
+    A value that is not a finite number, or lies outside [now − 2 h, now + 1 min], is ignored with a warning
+    on stderr, named in the second element: taken as it is, 10 h in the past would skip every problem and a
+    future one would count the start-up as 0 s (docs/reliability.md). The warning also goes to stderr."""
     raw = os.environ.get(RUN_START_ENV)
-    if raw:
-        try:
-            return float(raw), f"${RUN_START_ENV} (notebook first cell)"
-        except ValueError:
-            pass
-    return default, "kit import"
+    if not raw:
+        return default, "kit import", None
+    now = time.time() if now is None else now
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and now - RUN_START_PAST_S <= value <= now + RUN_START_FUTURE_S:
+        return value, f"${RUN_START_ENV} (notebook first cell)", None
+    why = (f"${RUN_START_ENV}={raw!r} ignored: not a finite time" if not math.isfinite(value) else
+           f"${RUN_START_ENV}={raw!r} ignored: {abs(now - value) / 3600:.1f} h in the "
+           f"{'past' if value < now else 'future'}, outside [now - 2 h, now + 1 min]")
+    print(f"WARNING {why}; the run's clock starts at the kit's import", file=sys.stderr, flush=True)
+    return default, "kit import", why

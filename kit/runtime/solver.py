@@ -442,18 +442,19 @@ class Solver:
             self.recorder.write("sample", problem_id=state.problem_id, **asdict(s))
 
     def _finish(self, state: _Problem, result: ProblemResult | None, gold: int | None) -> None:
-        """Write every sample not yet recorded and the problem event; close the sandbox sessions. Runs on
-        every path out of a solve (answer, error, cancellation). The problem event carries the (cleaned)
+        """Close the sandbox sessions, then write every sample not yet recorded and the problem event (the
+        recorder never raises: records never cost an answer). Runs on every path out of a solve (answer,
+        error, cancellation). The problem event carries the (cleaned)
         problem text, so records alone are enough for evaluation and for training on them."""
         self.last = result
+        if self.sandbox is not None:  # first: nothing below may leave a session open
+            for s in state.samples:
+                with contextlib.suppress(Exception):
+                    self.sandbox.close(_session(state.problem_id, s.index))
         for s in state.samples:
             if s.finish_reason == "pending":
                 s.finish_reason = "cancelled"
             self._record_sample(state, s)
-        if self.sandbox is not None:
-            for s in state.samples:
-                with contextlib.suppress(Exception):
-                    self.sandbox.close(_session(state.problem_id, s.index))
         if self.recorder is None or result is None:
             return
         self.recorder.write(

@@ -106,12 +106,32 @@ class SandboxConfig:
             raise ValueError(f"sandbox max_sessions must be >= 1, got {self.max_sessions}")
 
 
+def _zombie(pid: int) -> bool:
+    """A process that exited and waits to be reaped (its state in ``/proc`` is Z): dead for our purposes."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2 :].startswith("Z")
+
+
 @dataclass
 class _Proc:
     pid: int
     conn: Connection
     dir: str
     calls: int = 0
+
+    def alive(self) -> bool:
+        """Whether a spare can still take code: a spare never speaks first, so a readable connection means
+        its end closed (the process died, or the zygote that forked it was killed with its children)."""
+        try:
+            if self.conn.poll(0):
+                return False
+            os.kill(self.pid, 0)
+        except (OSError, EOFError, ValueError):
+            return False
+        return not _zombie(self.pid)
 
     def kill(self) -> None:
         for kill in (os.killpg, os.kill):
@@ -349,8 +369,15 @@ class Sandbox:
             self._refill.notify()
 
     def _take_spare(self) -> _Proc:
-        with self._lock:
-            proc = self._spares.pop() if self._spares else None
+        """A live spare, else a new process: spares killed under the pool (the zygote and its children
+        killed together) are dropped, never handed out."""
+        while True:
+            with self._lock:
+                proc = self._spares.pop() if self._spares else None
+            if proc is None or proc.alive():
+                break
+            proc.kill()
+            self._count(killed=1)
         with self._refill:
             self._refill.notify()
         return proc if proc is not None else self._spawn()
