@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import traceback
 from dataclasses import asdict
@@ -82,13 +83,17 @@ def is_looping(text: str, min_period: int, max_period: int, repeats: int) -> boo
     return False
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def clean_problem(problem: Any) -> str:
-    """The problem as text: bytes decoded (bad bytes replaced), NULs dropped, a huge text cut (head + tail)."""
+    """The problem as text: bytes decoded (bad bytes replaced), lone surrogates replaced (no tokenizer or
+    renderer takes them: Harmony's fails on one), NULs dropped, a huge text cut (head + tail)."""
     if isinstance(problem, (bytes, bytearray)):
         problem = bytes(problem).decode("utf-8", errors="replace")
     if not isinstance(problem, str):
         problem = "" if problem is None else str(problem)
-    problem = problem.replace("\x00", "")
+    problem = _SURROGATE.sub("\ufffd", problem.replace("\x00", ""))
     if len(problem) > MAX_PROBLEM_CHARS:
         half = MAX_PROBLEM_CHARS // 2
         problem = problem[:half] + "\n[...]\n" + problem[-half:]
