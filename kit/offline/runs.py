@@ -311,7 +311,12 @@ def load_records_run(path: str | Path, *, tokenizer: TokenSplitter | None = None
     if recounted:
         notes.append(f"{recounted} samples had no token count: recounted with {tokenizer.name}")  # type: ignore[union-attr]
     known = {**_problem_texts(start, [e for _, e in problem_events]), **(texts or {})}
-    problems = [_problem_of(e, where_of(i), known, samples) for i, e in problem_events]
+    last = {str(e.get("problem_id")): (i, e) for i, e in problem_events}  # a retried problem: its last answer
+    if len(last) < len(problem_events):
+        notes.append(f"{len(problem_events) - len(last)} problem(s) answered again after an engine restart: "
+                     "the last answer counts, every attempt's samples are kept")
+    problems = [_problem_of(e, where_of(i), known, samples) for i, e in problem_events
+                if last.get(str(e.get("problem_id")), (None,))[0] == i]
     if samples:
         notes.append(f"left out {len(samples)} problem(s) with samples but no problem event (run stopped "
                      f"mid-problem): {', '.join(sorted(samples)[:5])}")

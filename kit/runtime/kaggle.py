@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 import traceback
@@ -89,6 +92,8 @@ class _Runner:
         self.start_error: str | None = None
         self.calls = 0
         self.closed = False
+        self.in_flight: tuple[concurrent.futures.Future, threading.Event, str] | None = None
+        """The solve ``predict`` is waiting for (its future, its finished flag, the problem id)."""
         # never raises: an unwritable records path falls back to the working directory (docs/reliability.md)
         self.recorder: RunRecorder | None = RunRecorder(Path(config.records_dir) / "records.jsonl")
 
@@ -166,6 +171,7 @@ class _Runner:
             return fb, "fallback: time bank error"
         finished = threading.Event()
         fut = loop.submit(_signalling(session.answer(pid, problem, budget=budget), finished))
+        self.in_flight = (fut, finished, pid)
         try:
             result = fut.result(timeout=self._wait_seconds(budget.deadline, call_start, first))
         except concurrent.futures.TimeoutError:
@@ -175,6 +181,8 @@ class _Runner:
                 raise
             self.failure("solver failed", problem_id, exc)
             return fb, "fallback: solver error"
+        finally:
+            self.in_flight = None
         return self._checked(result, problem_id)
 
     def _grace_seconds(self, call_start: float, first: bool) -> float:
@@ -211,19 +219,37 @@ class _Runner:
 
     # --- shutdown ------------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def terminate(self, signum: int) -> None:
+        """The process is being stopped (SIGTERM: Kaggle's limit, a user's kill): record what the run has —
+        the in-flight problem's samples and its problem event (its solve is cancelled, which records them),
+        ``run_end`` — and kill the sandbox's processes, within a few seconds. Runs in the signal handler,
+        while ``predict`` may hold the lock: it takes none."""
+        flight = self.in_flight
+        if flight is not None:
+            fut, finished, pid = flight
+            fut.cancel()
+            finished.wait(timeout=CANCEL_GRACE_S / 2)
+            self.record("kaggle_error", what="terminated", problem_id=pid,
+                        error=f"signal {signum} during the solve: cancelled, its samples recorded")
+        session = self.session
+        if session is not None and session.sandbox is not None:
+            with contextlib.suppress(Exception):
+                session.sandbox.shutdown()
+        self.close(reason=f"signal {signum}", engine_timeout=5.0)
+
+    def close(self, reason: str = "closed", engine_timeout: float = 60.0) -> None:
         if self.closed:
             return
         self.closed = True
         if self.loop is not None and self.session is not None:
             try:
-                self.loop.submit(self.session.close()).result(timeout=60)
+                self.loop.submit(self.session.close()).result(timeout=engine_timeout)
             except Exception as exc:
                 log.warning("session close failed: %s", exc)
         if self.loop is not None:
             self.loop.stop()
         rec = self.recorder
-        self.record("run_end", kind="kaggle", calls=self.calls,
+        self.record("run_end", kind="kaggle", calls=self.calls, reason=reason,
                     records_degraded=None if rec is None else rec.degraded,
                     records_lost=0 if rec is None else rec.failures)
         if rec is not None:
@@ -333,11 +359,31 @@ def build_predict(config: SubmissionConfig, *, engine_factory: EngineFactory | N
         log.info("predict %r -> %d (%s) in %.1f s", id_value, answer, how, seconds)
         return answer
 
+    _on_sigterm(runner)
     predict.__name__ = "predict"
     predict.__qualname__ = "predict"
     predict.runner = runner  # type: ignore[attr-defined]
     predict.close = runner.close  # type: ignore[attr-defined]
     return predict
+
+
+def _on_sigterm(runner: _Runner) -> None:
+    """SIGTERM records the run's end before the process goes (:meth:`_Runner.terminate`), then lets the
+    previous handler (or the default: exit) act. Signal handlers belong to the main thread: elsewhere this
+    is skipped."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        runner.terminate(signum)
+        if callable(previous) and previous is not handler:
+            previous(signum, frame)
+            return
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 __all__ = [

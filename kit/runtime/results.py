@@ -68,6 +68,8 @@ class ProblemResult:
     error: str | None = None
     prompt_tokens: int = 0
     """Mean prompt tokens over the samples (the throughput model's context term)."""
+    engine_dead: str | None = None
+    """The engine died during the solve (why): the session restarts it and may retry the problem."""
 
     @property
     def samples_finished(self) -> int:

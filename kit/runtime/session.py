@@ -10,10 +10,12 @@ its own margins or tiny-model rules: what the dry-run shows is what the submissi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -30,6 +32,11 @@ from kit.runtime.throughput import get_speed
 from kit.runtime.voting import PLAIN
 
 Log = Callable[[str], None]
+RESTART_WINDOW_S = 600.0
+"""A second engine death within this many seconds of a restart is not restarted again (a restart loop
+would spend the run); the session answers the fallback from then on, with one warning."""
+RETRY_MIN_S = 20.0
+"""A problem whose engine died is retried after the restart when at least this much of its deadline is left."""
 
 
 def load_policy(config: SubmissionConfig, *, strict: bool) -> tuple[Policy, str | None]:
@@ -71,6 +78,13 @@ class Session:
                              n_problems=n_problems, max_samples=self.max_samples,
                              max_tokens=self.solver_config.max_tokens, speed=speed)
         self.model = engine_label(engine)
+        self.start_engine: Callable[[], Awaitable[Engine]] | None = None
+        """How to start another engine like this one (set by :meth:`open`): a restart after a death."""
+        self.log: Log = print
+        self.engine_failed: str | None = None
+        """Why the engine is gone for good (died again soon after a restart, or did not restart)."""
+        self._last_restart: float | None = None
+        self._restarting: asyncio.Task[bool] | None = None
         self.last: ProblemResult | None = None
         """The latest problem's result, also when its solve was cancelled (``predict``'s timeout)."""
         self._record("run_start", config=_jsonable(asdict(config)), solver=_jsonable(asdict(self.solver_config)),
@@ -109,6 +123,15 @@ class Session:
         if warning is not None:
             log(warning)
             session.warn("difficulty predictor", warning)
+        session.log = log
+
+        async def again() -> Engine:
+            if engine_factory is None:
+                return await start_engine(config, log=log)
+            made = engine_factory()
+            return await made if inspect.isawaitable(made) else made
+
+        session.start_engine = again
         session.drain_sandbox()
         return session
 
@@ -127,22 +150,20 @@ class Session:
                      budget: Budget | None = None) -> ProblemResult:
         """Budget (:meth:`plan`, unless given) → solve or skip → records → bank. Never raises, except the
         caller's cancellation (after the solver recorded everything and the bank was charged the time)."""
+        if self._restarting is not None and not self._restarting.done():  # a restart an abandoned call left
+            await asyncio.shield(self._restarting)
         clock = self.engine.clock
         start = clock.now()
         budget = budget or self.plan(problem_id, problem)
-        if budget.skip:
-            result = self.solver.skip(str(problem_id), "time limit reached before this problem",
-                                      problem=clean_problem(problem), gold=gold)
+        if budget.skip or self.engine_failed is not None:
+            why = "time limit reached before this problem" if budget.skip else f"no engine: {self.engine_failed}"
+            result = self.solver.skip(str(problem_id), why, problem=clean_problem(problem), gold=gold)
         else:
-            cfg = self.solver_config
-            rules = budget.rules
-            if rules.weighting == PLAIN and cfg.rules.weighting != PLAIN:
-                # the policy decides when to stop; how much a vote weighs is the model's (entropy: AIMO3)
-                rules = replace(rules, weighting=cfg.rules.weighting)
             try:
-                result = await self.solver.solve(
-                    str(problem_id), problem, deadline=budget.deadline, rules=rules, gold=gold,
-                    n_samples=min(budget.n_samples, cfg.n_samples), max_tokens=min(budget.max_tokens, cfg.max_tokens))
+                result = await self._solve(str(problem_id), problem, budget, gold)
+                if result.engine_dead is not None and await self._restart(result.engine_dead, str(problem_id)) \
+                        and budget.deadline - self.engine.clock.now() >= RETRY_MIN_S:
+                    result = await self._solve(str(problem_id), problem, budget, gold, first_index=len(result.samples))
             except asyncio.CancelledError:
                 self.last = self.solver.last
                 self.bank.record(Outcome(clock.now() - start, 0, "cancelled", 0, 0))
@@ -151,6 +172,55 @@ class Session:
         self.bank.record(Outcome.of(result))
         self.drain_sandbox()
         return result
+
+    async def _solve(self, problem_id: str, problem: Any, budget: Budget, gold: int | None,
+                     first_index: int = 0) -> ProblemResult:
+        cfg = self.solver_config
+        rules = budget.rules
+        if rules.weighting == PLAIN and cfg.rules.weighting != PLAIN:
+            # the policy decides when to stop; how much a vote weighs is the model's (entropy: AIMO3)
+            rules = replace(rules, weighting=cfg.rules.weighting)
+        return await self.solver.solve(
+            problem_id, problem, deadline=budget.deadline, rules=rules, gold=gold, first_index=first_index,
+            n_samples=min(budget.n_samples, cfg.n_samples), max_tokens=min(budget.max_tokens, cfg.max_tokens))
+
+    async def _restart(self, cause: str, problem_id: str) -> bool:
+        """Restart a dead engine (same preset and model; the weights are in the page cache), at most once per
+        :data:`RESTART_WINDOW_S`; whether a live engine is there now. The restart runs as its own task,
+        shielded: a caller that stops waiting (``predict``'s timeout) does not leave it half done."""
+        if self._restarting is None or self._restarting.done():
+            self._restarting = asyncio.ensure_future(self._restart_engine(cause, problem_id))
+        return await asyncio.shield(self._restarting)
+
+    async def _restart_engine(self, cause: str, problem_id: str) -> bool:
+        if self.engine_failed is not None:
+            return False
+        now = time.monotonic()
+        if self.start_engine is None or (self._last_restart is not None
+                                         and now - self._last_restart < RESTART_WINDOW_S):
+            why = "no way to restart it" if self.start_engine is None else \
+                f"it died again {now - self._last_restart:.0f} s after a restart"  # type: ignore[operator]
+            return self._give_up(f"the engine died ({cause}); {why}: every later problem answers the fallback")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.engine.close(), timeout=30.0)
+        try:
+            engine = await self.start_engine()
+        except Exception as exc:
+            return self._give_up(f"the engine died ({cause}) and did not restart ({type(exc).__name__}: {exc}): "
+                                 "every later problem answers the fallback")
+        seconds = time.monotonic() - now
+        self.engine = engine
+        self.solver.engine = engine
+        self._last_restart = time.monotonic()
+        self._record("engine_restart", problem_id=problem_id, cause=cause[:500], seconds=round(seconds, 2))
+        self.log(f"engine died ({cause[:200]}); restarted in {seconds:.1f} s")
+        return True
+
+    def _give_up(self, message: str) -> bool:
+        self.engine_failed = message
+        self.warn("engine", message)
+        print(f"WARNING {message}", file=sys.stderr, flush=True)
+        return False
 
     def drain_sandbox(self) -> None:
         """The sandbox's problems since the last call (refill failures, zygote restarts, preload or

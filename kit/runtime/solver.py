@@ -34,7 +34,7 @@ from dataclasses import asdict
 from typing import Any
 
 from kit.runtime.confidence import Confidence
-from kit.runtime.engines.base import Engine, GenParams
+from kit.runtime.engines.base import Engine, EngineDead, GenParams
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.protocols import make_protocol
 from kit.runtime.protocols.base import Conversation, Cut, Protocol, Request
@@ -122,6 +122,9 @@ class _Problem:
         self.recorded: set[int] = set()
         """Indices of samples whose record is written."""
         self.conversations: dict[int, Conversation] = {}
+        self.first_index = 0
+        self.engine_dead: str | None = None
+        """Why the engine died during this solve (:class:`~kit.runtime.engines.base.EngineDead`), or None."""
 
 
 class Solver:
@@ -145,14 +148,17 @@ class Solver:
 
     async def solve(self, problem_id: str, problem: str | bytes, *, deadline: float | None = None,
                     n_samples: int | None = None, max_tokens: int | None = None,
-                    rules: StopRules | None = None, gold: int | None = None) -> ProblemResult:
+                    rules: StopRules | None = None, gold: int | None = None,
+                    first_index: int = 0) -> ProblemResult:
         """Answer one problem before ``deadline`` (an ``engine.clock`` time).
 
         Never raises, except :class:`asyncio.CancelledError` when the caller cancels the solve — after the
         samples, the problem record (reason ``cancelled``) and the closing of the sandbox sessions.
         ``n_samples``, ``max_tokens`` and ``rules`` override the config for this problem (the time bank's
-        budget); the config's values are the defaults."""
+        budget); the config's values are the defaults. ``first_index`` numbers the samples from there (a
+        problem retried after an engine restart keeps its first samples' records apart)."""
         state = _Problem(str(problem_id), self.engine.clock.now())
+        state.first_index = first_index
         result: ProblemResult | None = None
         try:
             state.problem = clean_problem(problem)
@@ -203,8 +209,8 @@ class Solver:
             longest = max(s.prompt_tokens for s in state.samples)
             return self._fallback(state, f"problem too long for the context window: the longest prompt has "
                                          f"{longest} tokens, max_model_len {limit}")
-        for s in state.samples:
-            if s.index not in runnable:
+        for i, s in enumerate(state.samples):
+            if i not in runnable:
                 s.finish_reason, s.finished = "error", state.start
                 s.error = f"prompt of {s.prompt_tokens} tokens does not fit max_model_len {limit}"
         tasks = {asyncio.create_task(self._run_sample(state, state.samples[i], budget)): i for i in runnable}
@@ -229,7 +235,7 @@ class Solver:
             reason=reason if chosen is not None else f"{reason}; no answer: fallback",
             samples=state.samples, tally=ballot.tally(partials),
             tokens=sum(s.tokens for s in state.samples), seconds=self.engine.clock.now() - state.start,
-            prompt_tokens=_mean_prompt(state.samples))
+            prompt_tokens=_mean_prompt(state.samples), engine_dead=state.engine_dead)
 
     async def _before(self, work: Any, deadline: float | None) -> bool:
         """Run ``work`` (a coroutine) to its end unless the deadline (on the engine's clock) comes first;
@@ -257,7 +263,7 @@ class Solver:
         for i in range(n):
             template = cfg.prompts[i % len(cfg.prompts)]
             spec = cfg.sampling[i % len(cfg.sampling)]
-            state.samples.append(SampleResult(index=i, prompt=template.name, kind=template.kind,
+            state.samples.append(SampleResult(index=state.first_index + i, prompt=template.name, kind=template.kind,
                                               temperature=spec.temperature, top_p=spec.top_p, min_p=spec.min_p,
                                               agent=i % len(cfg.sampling), started=state.start))
         for s in state.samples:
@@ -286,6 +292,8 @@ class Solver:
                         ballot.add(_vote(s, order=len(ballot.votes)))
                 if watchdog is not None and watchdog in done:
                     return "deadline"
+                if state.engine_dead is not None:  # every other request fails too: stop at once
+                    return "engine dead"
                 if pending and self.config.early_stop and ballot.check(len(pending)).stop:
                     return "stopped"
             return "all finished"
@@ -363,6 +371,9 @@ class Solver:
             sample.finish_reason, sample.finished = "cancelled", engine.clock.now()
             _summarise(sample, confidence, self.config.entropy_tail)
             raise
+        except EngineDead as exc:
+            state.engine_dead = state.engine_dead or str(exc)
+            sample.finish_reason, sample.error = "error", f"engine dead: {exc}"
         except Exception as exc:
             sample.finish_reason = "error"
             sample.error = f"{type(exc).__name__}: {exc}"

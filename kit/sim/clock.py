@@ -11,12 +11,15 @@ import contextlib
 import heapq
 import itertools
 import logging
+import weakref
 from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
-_settling = 0
-"""Tasks inside :func:`settle` now (they wait for each other's idleness, so they don't count)."""
+_settling: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+"""Per event loop, the tasks inside :func:`settle` now (they wait for each other's idleness, so they don't
+count). Per loop: with one shared count, a loop stopped while a task was settling (a closed ``predict``'s)
+left its count behind, and every other loop's clock then took "busy" for "idle" and jumped its watchdogs."""
 
 
 async def settle(max_rounds: int = 1000) -> None:
@@ -25,18 +28,18 @@ async def settle(max_rounds: int = 1000) -> None:
     Uses the CPython event loop's ready queue when it has one; otherwise yields a fixed number of
     times. ``max_rounds`` bounds the wait when some task polls with ``sleep(0)`` forever.
     """
-    global _settling
-    ready = getattr(asyncio.get_running_loop(), "_ready", None)
-    _settling += 1
+    loop = asyncio.get_running_loop()
+    ready = getattr(loop, "_ready", None)
+    _settling[loop] = _settling.get(loop, 0) + 1
     try:
         for i in range(max_rounds):
             await asyncio.sleep(0)
-            if ready is not None and len(ready) < _settling:
+            if ready is not None and len(ready) < _settling[loop]:
                 return
             if ready is None and i >= 20:
                 return
     finally:
-        _settling -= 1
+        _settling[loop] -= 1
 
 
 class VirtualClock:

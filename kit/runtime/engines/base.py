@@ -17,6 +17,13 @@ from typing import Protocol, runtime_checkable
 
 from kit.runtime.throughput import SpeedModel
 
+
+class EngineDead(RuntimeError):
+    """The engine's backend died (its process was killed, a CUDA error, out of memory): every request fails
+    until the engine is restarted. Engines raise it from ``generate`` at once, never as a timeout; the solver
+    stops the problem and the session restarts the engine (docs/reliability.md)."""
+
+
 Prompt = str | Sequence[int]
 """A prompt as text (chat-template protocols) or as token ids (Harmony renders its own)."""
 

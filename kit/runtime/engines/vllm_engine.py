@@ -52,7 +52,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kit.runtime.engines.base import Chunk, EngineInfo, GenParams, Prompt, RealClock
+from kit.runtime.engines.base import Chunk, EngineDead, EngineInfo, GenParams, Prompt, RealClock
 from kit.runtime.engines.memory import MemoryPlan, plan, read_model_config
 from kit.runtime.engines.page_cache import read_into_page_cache
 from kit.runtime.engines.presets import EnginePreset, get_preset
@@ -376,6 +376,8 @@ class VLLMEngine:
         """
         if self._closed:
             raise RuntimeError(f"{self.name}: engine is closed")
+        if getattr(self._llm, "errored", False):
+            raise EngineDead(f"{self.name}: vLLM's engine core is dead ({getattr(self._llm, 'dead_error', '')})")
         self._abort_requested.discard(request_id)  # a stale flag from an earlier request with this id
         self._live.add(request_id)
         return self._stream(prompt if isinstance(prompt, str) else list(prompt), to_sampling_params(params),
@@ -383,6 +385,16 @@ class VLLMEngine:
 
     async def _stream(self, prompt: str | list[int], sampling: Any, request_id: str,
                       k: int) -> AsyncIterator[Chunk]:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            async for chunk in self._vllm_stream(prompt, sampling, request_id, k):
+                yield chunk
+        except EngineDeadError as exc:
+            raise EngineDead(f"{self.name}: vLLM's engine core died ({exc})") from exc
+
+    async def _vllm_stream(self, prompt: str | list[int], sampling: Any, request_id: str,
+                           k: int) -> AsyncIterator[Chunk]:
         from vllm.renderers.inputs.preprocess import parse_model_prompt
 
         try:
