@@ -388,8 +388,10 @@ class VLLMEngine:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            async for chunk in self._vllm_stream(prompt, sampling, request_id, k):
-                yield chunk
+            # aclosing: a consumer that stops listening closes the inner stream at once (vLLM aborts it)
+            async with contextlib.aclosing(self._vllm_stream(prompt, sampling, request_id, k)) as inner:
+                async for chunk in inner:
+                    yield chunk
         except EngineDeadError as exc:
             raise EngineDead(f"{self.name}: vLLM's engine core died ({exc})") from exc
 
