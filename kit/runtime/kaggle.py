@@ -63,9 +63,21 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
+        """Cancel what still runs on the loop (bounded), then stop it."""
         if self.loop.is_running():
+            with contextlib.suppress(Exception):
+                self.submit(_cancel_others()).result(timeout=5)
             self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
+
+
+async def _cancel_others() -> None:
+    """Cancel every other task of the running loop and let them finish their clean-up."""
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in others:
+        t.cancel()
+    if others:
+        await asyncio.wait(others, timeout=4)
 
 
 async def _signalling(coro: Coroutine[Any, Any, Any], finished: threading.Event) -> Any:
