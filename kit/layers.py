@@ -11,9 +11,9 @@ Layers, lowest first; a module may import its own layer and the ones below it:
 * ``offline`` — ``kit.offline.*``: the run data model, its reader, metrics, selection, reports;
 * ``sim`` — ``kit.sim.*``: virtual clock, replay engine, competition simulator;
 * ``learn`` — ``kit.learn.*``: curation, rewards, scorer, difficulty targets and training;
-* ``app`` — ``kit.cli``, ``kit.__main__``, ``kit.layers``: the command line, which wires layers together;
-* ``compat`` — the old flat module names (``kit.answers``, ``kit.engines.replay``...), aliases of the
-  moved modules; nothing in a layer may import them.
+* ``app`` — ``kit.cli``, ``kit.__main__``, ``kit.layers``: the command line, which wires layers together.
+
+Every module belongs to one of them: a module anywhere else in ``kit`` is an error (:func:`layer_of`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KIT_DIR = Path(__file__).resolve().parent
-LAYERS: tuple[str, ...] = ("runtime", "offline", "sim", "learn", "app", "compat")
-"""Lowest first: a module may import modules of its own layer or of a layer before it (compat aside)."""
+LAYERS: tuple[str, ...] = ("runtime", "offline", "sim", "learn", "app")
+"""Lowest first: a module may import modules of its own layer or of a layer before it."""
 APP_MODULES = frozenset({"kit.cli", "kit.__main__", "kit.layers"})
 
 
@@ -38,17 +38,12 @@ def layer_of(module: str) -> str:
         return head
     if module in APP_MODULES:
         return "app"
-    return "compat"
+    raise ValueError(f"module {module!r} belongs to no layer: put it in kit/runtime, offline, sim or learn")
 
 
 def allowed(importer: str, imported: str) -> bool:
     """Whether module ``importer`` may import module ``imported`` (both ``kit`` modules)."""
-    src, dst = layer_of(importer), layer_of(imported)
-    if dst == "compat":
-        return src == "compat"
-    if src == "compat":
-        return True
-    return LAYERS.index(dst) <= LAYERS.index(src)
+    return LAYERS.index(layer_of(imported)) <= LAYERS.index(layer_of(importer))
 
 
 def module_files(root: Path = KIT_DIR) -> dict[str, Path]:

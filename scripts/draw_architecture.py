@@ -34,7 +34,6 @@ LAYER_TEXT = {
     "sim": "virtual clock, replay engine,\ncompetition simulator",
     "learn": "curation, rewards, scorer,\ndifficulty targets + training",
     "app": "python -m kit (dryrun, simulate,\nevaluate): wires the layers",
-    "compat": "old flat names (kit.answers, kit.engines.replay, ...)\n= aliases of the moved modules",
 }
 
 PREDICT_FLOW = {
@@ -95,11 +94,11 @@ def layer_summary() -> dict:
 
 def draw_layers(path: Path, summary: dict) -> None:
     """The layers as a stack (lowest at the bottom); each import edge between two layers is an arc on the
-    left, labelled with its count; the compatibility aliases on the right."""
+    left, labelled with its count."""
     fig, ax = plt.subplots(figsize=(9.5, 8.2))
     colors = {"runtime": "#d9ead3", "offline": "#cfe2f3", "sim": "#fff2cc", "learn": "#f4cccc",
-              "app": "#e6e6e6", "compat": "#eeeeee"}
-    stack = [layer for layer in LAYERS if layer != "compat"]
+              "app": "#e6e6e6"}
+    stack = list(LAYERS)
     y = {layer: 1.75 * k for k, layer in enumerate(stack)}
     width, height = 4.6, 1.3
     for layer in stack:
@@ -107,20 +106,12 @@ def draw_layers(path: Path, summary: dict) -> None:
              colors[layer], width=width, height=height)
     for key, n in summary["edges"].items():
         a, b = key.split("->")
-        if "compat" in (a, b):
-            continue
         span = stack.index(a) - stack.index(b)
         start, end = (-width / 2, y[a] - 0.25), (-width / 2, y[b] + 0.25)
         ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=10, lw=0.9, color="#444444",
                                      connectionstyle=f"arc3,rad={0.22 + 0.08 * span}"))
         ax.text(-width / 2 - 0.45 - 0.42 * span, (y[a] + y[b]) / 2, str(n), fontsize=8, color="#1f4e79",
                 ha="center", va="center")
-    compat = sum(n for key, n in summary["edges"].items() if key.startswith("compat->"))
-    _box(ax, 4.6, y["offline"] + 0.9, f"compat  ({summary['modules'].get('compat', 0)} modules)\n"
-                                       f"{LAYER_TEXT['compat']}", colors["compat"], width=3.4, height=1.3)
-    ax.add_patch(FancyArrowPatch((4.6, y["offline"] + 0.2), (width / 2, y["runtime"]), arrowstyle="-|>",
-                                 mutation_scale=10, lw=0.9, color="#888888", connectionstyle="arc3,rad=-0.2"))
-    ax.text(3.9, y["runtime"] + 0.1, f"{compat} alias imports,\nto every layer", fontsize=7.5, color="#666666")
     ax.set_xlim(-5.6, 6.6)
     ax.set_ylim(-1.0, y["app"] + 1.0)
     ax.axis("off")

@@ -57,7 +57,7 @@ def kit_tarball(include_traces: bool, modules: list[str] | None = None) -> bytes
     """tar.gz of the embedded kit modules and the bundled data (traces optional), reproducible."""
     files = module_files(KIT_DIR)
     chosen = [files[m] for m in (modules if modules is not None else embedded_modules(include_traces))]
-    data = [p for p in sorted((KIT_DIR / "resources").rglob("*"))
+    data = [p for p in sorted((KIT_DIR / "runtime" / "resources").rglob("*"))
             if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts
             and (include_traces or "traces" not in p.relative_to(KIT_DIR).parts)]
     buf = io.BytesIO()
@@ -141,7 +141,7 @@ for k in ("TRITON_PTXAS_PATH", "VLLM_WORKER_MULTIPROC_METHOD", "HF_HUB_OFFLINE",
     print(f"{{k}}={{os.environ.get(k)}}")
 '''
 
-KIT_CELL = '''# The kit's runtime layer, embedded (base64 tar.gz, + kit/resources data): unpacked and put first on sys.path.
+KIT_CELL = '''# The kit's runtime layer, embedded (base64 tar.gz, + kit/runtime/resources data): unpacked and put first on sys.path.
 import base64, hashlib, io, os, sys, tarfile, tempfile
 KIT_TGZ_B64 = {b64!r}
 _blob = base64.b64decode(KIT_TGZ_B64)

@@ -36,7 +36,7 @@ class KaggleSpec:
     enable_gpu: bool = True
     enable_internet: bool = False
     embed_traces: bool | None = None
-    """Embed kit/resources/traces (2.8 MB); None: only when ``submission.engine`` is ``replay``."""
+    """Embed kit/runtime/resources/traces (2.8 MB); None: only when ``submission.engine`` is ``replay``."""
 
     @property
     def dataset_sources(self) -> list[str]:

@@ -1,8 +1,7 @@
 """The submission path's contracts, one regression test each (docs/architecture.md "Contracts").
 
-They import through the old flat module names (``kit.solver``, ``kit.kaggle``...), which the layered kit
-keeps as aliases, so the same file can be run against the kit before the layering (commit a3977a3): every
-test here fails there (see the closing note of issue 13).
+Every test here failed on the kit before the layering (commit a3977a3; the closing note of issue 13), when
+this file still imported through the old flat module names.
 """
 
 from __future__ import annotations
@@ -15,17 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from kit.competition import AIMO2, Profile
-from kit.engines.base import RealClock
-from kit.engines.replay import ReplayConfig, ReplayEngine, SpeedModel
-from kit.kaggle import SubmissionConfig, build_predict
-from kit.prompts import COT, TIR, PromptTemplate
-from kit.records import RunRecorder, read_events
-from kit.sandbox import Sandbox
-from kit.schedule import make_policy
-from kit.simulate import SyntheticSpec, pool_synthetic, race, run_competition
-from kit.solver import Solver, SolverConfig, sample_seed
-from kit.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, StopRules
+from kit.offline.runs import read_events
+from kit.runtime.engines.base import RealClock
+from kit.runtime.kaggle import SubmissionConfig, build_predict
+from kit.runtime.profiles import AIMO2, Profile
+from kit.runtime.prompts import COT, TIR, PromptTemplate
+from kit.runtime.records import RunRecorder
+from kit.runtime.sandbox import Sandbox
+from kit.runtime.schedule import make_policy
+from kit.runtime.solver import Solver, SolverConfig, sample_seed
+from kit.runtime.voting import SECOND_PLACE_RULES, SECOND_PLACE_WEIGHTING, StopRules
+from kit.sim.replay import ReplayConfig, ReplayEngine, SpeedModel
+from kit.sim.simulate import SyntheticSpec, pool_synthetic, race, run_competition
 
 SECOND_PLACE = StopRules(agreements=SECOND_PLACE_RULES, certain=False, weighting=SECOND_PLACE_WEIGHTING)
 VOTES = [123, 456, 123, 789, 123, 10, 10, 10, 10, 456]
@@ -189,7 +189,7 @@ def test_the_bank_never_plans_more_samples_than_the_engine_decodes_at_once(tmp_p
 
 
 def test_engine_presets_name_their_own_speed_model() -> None:
-    from kit.engines.presets import get_preset
+    from kit.runtime.engines.presets import get_preset
     from kit.runtime.throughput import SPEED_PRESETS
 
     assert {get_preset(p).speed for p in ("l4x4", "h100", "cpu")} == {"l4x4-7b-awq", "h100-7b-bf16", "cpu-tiny"}

@@ -57,10 +57,10 @@ def test_build_writes_notebook_without_outputs_and_with_embedded_kit(tmp_path: P
     assert code[0].source.splitlines()[2] == 'os.environ["AIMO_KIT_RUN_START"] = repr(time.time())'
     names = set(_kit_tar(nb).getnames())
     for must in ("kit/__init__.py", "kit/runtime/kaggle.py", "kit/runtime/solver.py", "kit/runtime/session.py",
-                 "kit/runtime/sandbox/worker.py", "kit/resources/problems/aimo2_reference.csv"):
+                 "kit/runtime/sandbox/worker.py", "kit/runtime/resources/problems/aimo2_reference.csv"):
         assert must in names
     assert not any("__pycache__" in n for n in names)
-    assert not any(n.startswith("kit/resources/traces/") for n in names)  # engine vllm: traces left out
+    assert not any(n.startswith("kit/runtime/resources/traces/") for n in names)  # engine vllm: traces left out
     code_files = [n for n in names if n.endswith(".py")]
     assert all(n == "kit/__init__.py" or n.startswith("kit/runtime/") for n in code_files), \
         sorted(n for n in code_files if not n.startswith("kit/runtime/"))  # the runtime layer only
@@ -190,7 +190,7 @@ def test_rehearsal_runs_notebook_without_repo(tmp_path: Path) -> None:
     assert report["n_answered"] == report["n_expected"] == 10 and not report["missing_ids"]
     assert report["calls_over_deadline"] == 0 and report["gateway_violations"] == []
     sub = pl.read_parquet(out / "submission.parquet")
-    ref = pl.read_csv(REPO / "kit/resources/problems/aimo2_reference.csv")
+    ref = pl.read_csv(REPO / "kit/runtime/resources/problems/aimo2_reference.csv")
     assert sorted(sub["id"].to_list()) == sorted(ref["id"].to_list())
     answers = dict(zip(sub["id"].to_list(), sub["answer"].to_list(), strict=True))
     assert {str(r["id"]): r["answer"] for r in report["per_call"]} == answers  # notebook -> gateway -> parquet
@@ -236,7 +236,7 @@ def test_aimo3_build_and_rehearsal_on_the_competitions_gateway(tmp_path: Path, m
     (comp / "kaggle_evaluation").mkdir(parents=True)
     (comp / "kaggle_evaluation" / "__init__.py").write_text("")
     (comp / "kaggle_evaluation" / "aimo_3_inference_server.py").write_text(AIMO3_SERVER)
-    ref = pl.read_csv(REPO / "kit/resources/problems/aimo3_reference.csv")
+    ref = pl.read_csv(REPO / "kit/runtime/resources/problems/aimo3_reference.csv")
     ref.head(3).select("id", "problem").write_csv(comp / "test.csv")
     monkeypatch.setenv("AIMO_COMPETITION_DIR", str(comp))
     out = tmp_path / "rehearsal"
@@ -291,5 +291,5 @@ def test_a_replay_build_embeds_the_replay_engine_and_what_it_imports_only(tmp_pa
     assert main(["build", "--config", str(config), "--out", str(dist)]) == 0
     names = set(_kit_tar(nbformat.read(str(dist / "notebook.ipynb"), as_version=4)).getnames())
     assert {"kit/sim/replay.py", "kit/offline/traces.py"} <= names
-    assert any(n.startswith("kit/resources/traces/skythought_32b_aime24/") for n in names)
+    assert any(n.startswith("kit/runtime/resources/traces/skythought_32b_aime24/") for n in names)
     assert not any(n.startswith(("kit/learn/", "kit/offline/evaluate", "kit/sim/simulate")) for n in names)

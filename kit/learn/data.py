@@ -49,7 +49,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "generation_tokens": pl.Int64,
 }
 EVAL_SETS: tuple[str, ...] = ("aime24", "aime25", "aimo2_reference", "aimo1_train")
-"""Bundled decontamination targets (``kit/resources/problems``)."""
+"""Bundled decontamination targets (``kit/runtime/resources/problems``)."""
 
 
 class DataError(ValueError):

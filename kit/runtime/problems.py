@@ -1,7 +1,7 @@
 """Problem sets: the competition CSVs and our jsonl files, read with polars into one shape.
 
 Accepted: CSV with ``id`` and ``problem`` columns (``answer`` optional) as Kaggle ships them, and jsonl
-with ``id``/``problem``/``answer`` (the bundled benchmark files in ``kit/resources/problems``).
+with ``id``/``problem``/``answer`` (the bundled benchmark files in ``kit/runtime/resources/problems``).
 Text that is not valid UTF-8 is decoded with replacement characters rather than rejected: a mangled
 character in a problem must not stop a run.
 """

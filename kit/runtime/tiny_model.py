@@ -50,7 +50,7 @@ from kit.runtime.resources import cache_dir
 MARKER_FILE = "aimo_kit_tiny_model.json"
 """Written last into a built model dir: the spec hash that makes the cache reusable."""
 CACHE_NAME = "tiny-qwen2-v1"
-PROBLEMS_DIR = Path(__file__).resolve().parents[1] / "resources" / "problems"
+PROBLEMS_DIR = Path(__file__).resolve().parent / "resources" / "problems"
 
 PAD_TOKEN = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -133,7 +133,7 @@ to the kit does not silently change the tiny model (and every seeded test outcom
 
 
 def _bundled_problems() -> list[tuple[str, str]]:
-    """(problem, answer) pairs from the :data:`CORPUS_FILES` in ``kit/resources/problems``."""
+    """(problem, answer) pairs from the :data:`CORPUS_FILES` in ``kit/runtime/resources/problems``."""
     rows: list[tuple[str, str]] = []
     for name in CORPUS_FILES:
         path = PROBLEMS_DIR / name

@@ -1,11 +1,12 @@
-"""Where the data bundled with the kit lives (``kit/resources``: problem sets, recorded traces; see its SOURCES.md)."""
+"""The data bundled with the kit (problem sets, recorded traces; see SOURCES.md here), inside the runtime
+layer: the submission notebook embeds it with the runtime's modules."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1] / "resources"
+ROOT = Path(__file__).resolve().parent
 
 
 def resource_path(*parts: str) -> Path:
