@@ -186,6 +186,9 @@ engine_factory = None
 if cfg.engine == "replay":  # recorded samples: the simulation layer's engine, embedded for this build
     from kit.sim.replay import engine_factory as replay_factory
     engine_factory = replay_factory(cfg)
+elif cfg.tiny:  # no model: the built-in tiny model (a rehearsal), started by its own factory
+    from kit.runtime.tiny_engines import tiny_engine_factory
+    engine_factory = tiny_engine_factory(cfg)
 predict = build_predict(cfg, engine_factory=engine_factory)
 SUBMISSION_PATH = run_gateway(predict, cfg)
 print("submission:", SUBMISSION_PATH)

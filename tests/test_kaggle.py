@@ -446,9 +446,10 @@ def test_run_gateway_rerun_without_the_module_is_a_clear_error(tmp_path: Path, m
 @pytest.mark.slow
 def test_tiny_model_on_vllm_cpu_through_the_local_gateway(tmp_path: Path) -> None:
     from kit.runtime.problems import problems_path
+    from kit.runtime.tiny_engines import tiny_engine_factory
 
     cfg = SubmissionConfig(records_dir=str(tmp_path / "rec"), total_seconds=3600.0)  # tiny model, cpu preset
-    predict = build_predict(cfg, started_at=time.time())
+    predict = build_predict(cfg, engine_factory=tiny_engine_factory(cfg), started_at=time.time())
     try:
         report = LocalGateway(problems_path("aimo2_reference"), out_dir=tmp_path).run(predict)
     finally:

@@ -137,3 +137,15 @@ def test_function_level_imports_only_defer_heavy_dependencies() -> None:
                     found.append((name, node.lineno, node.module))
     bad = sorted({(m, line, mod) for m, line, mod in found if mod.split(".")[0] not in DEFERRED_OK})
     assert not bad, bad
+
+
+def test_predicts_import_closure_holds_no_tiny_model_builder_and_no_other_layer() -> None:
+    """What the notebook runs for a real model: ``kit.runtime.kaggle`` and everything it imports, at any depth
+    (deferred imports included). The tiny models are started by their callers (kit.runtime.tiny_engines)."""
+    graph = import_graph()
+    reach = closure(["kit.runtime.kaggle"], graph)
+    assert {"kit.runtime.session", "kit.runtime.solver", "kit.runtime.engines.vllm_engine"} <= reach
+    assert not reach & {"kit.runtime.tiny_model", "kit.runtime.tiny_gpt_oss", "kit.runtime.tiny_engines"}
+    assert all(layer_of(m) == "runtime" for m in reach)
+    engines = {i.imported for i in graph if i.importer.startswith("kit.runtime.engines")}
+    assert not engines & {"kit.runtime.run_config", "kit.runtime.tiny_model", "kit.runtime.tiny_gpt_oss"}

@@ -23,13 +23,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kit.runtime.engines.factory import EngineFactory
+from kit.runtime.engines.base import EngineFactory
 from kit.runtime.problems import Problem
 from kit.runtime.profiles import get_profile
 from kit.runtime.records import RunRecorder
 from kit.runtime.results import ProblemResult
 from kit.runtime.run_config import SubmissionConfig
 from kit.runtime.session import Session, load_policy
+from kit.runtime.tiny_engines import tiny_engine_factory
 
 
 @dataclass
@@ -110,6 +111,8 @@ async def run_dryrun(opts: DryRunOptions, *, engine_factory: EngineFactory | Non
     policy, _ = load_policy(cfg, strict=True)  # a bad difficulty predictor fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
     recorder = RunRecorder(out / "records.jsonl")
+    if engine_factory is None and cfg.tiny:
+        engine_factory = tiny_engine_factory(cfg, log=lambda msg: console.print(f"[dim]{msg}[/]"))
     try:
         session = await Session.open(cfg, engine_factory=engine_factory, recorder=recorder, profile=profile,
                                      n_problems=len(problems), policy=policy,

@@ -32,7 +32,7 @@ from typing import Any
 
 import polars as pl
 
-from kit.runtime.engines.factory import EngineFactory
+from kit.runtime.engines.base import EngineFactory
 from kit.runtime.gateway import GatewayImportError, GatewayReport, GatewayRow, LocalGateway, run_gateway
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.records import RunRecorder

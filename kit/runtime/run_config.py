@@ -32,7 +32,7 @@ class Stack:
 
     name: str
     tiny_model: str
-    """The built-in tiny model of this family (``kit.runtime.engines.factory`` builds it)."""
+    """The built-in tiny model of this family (``kit.runtime.tiny_engines`` builds and starts it)."""
     tiny_preset: str
     preset: str
     """Engine preset for a real model."""

@@ -20,8 +20,9 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from kit.runtime.difficulty_hook import policy_with_difficulty
-from kit.runtime.engines.base import Engine
-from kit.runtime.engines.factory import EngineFactory, engine_label, start_engine
+from kit.runtime.engines.base import Engine, EngineFactory, engine_label
+from kit.runtime.engines.presets import get_preset
+from kit.runtime.engines.vllm_engine import VLLMEngine
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.records import RunRecorder
 from kit.runtime.results import ProblemResult
@@ -54,6 +55,18 @@ def load_policy(config: SubmissionConfig, *, strict: bool) -> tuple[Policy, str 
             raise
         return make_policy(name, params), (f"difficulty predictor {config.difficulty} failed to load "
                                            f"({type(exc).__name__}: {exc}); time policy {name} without it")
+
+
+async def start_vllm(config: SubmissionConfig, log: Log | None = None) -> Engine:
+    """vLLM on the configured model with its preset. The built-in tiny models are their callers' to start
+    (:func:`kit.runtime.tiny_engines.tiny_engine_factory`): a submission never imports their builders."""
+    if config.engine != "vllm":
+        raise ValueError(f"engine {config.engine!r} is not started by the runtime layer: pass its factory "
+                         "(replay: kit.sim.replay.engine_factory(config))")
+    if config.model is None:
+        raise ValueError("no model given: the built-in tiny model is started by its caller "
+                         "(engine_factory=kit.runtime.tiny_engines.tiny_engine_factory(config))")
+    return await VLLMEngine.start(config.model_path(), get_preset(config.engine_preset()), log=log)
 
 
 class Session:
@@ -109,7 +122,7 @@ class Session:
             policy, warning = load_policy(config, strict=strict)
         t0 = time.time()
         if engine_factory is None:
-            engine = await start_engine(config, log=log)
+            engine = await start_vllm(config, log=log)
         else:
             made = engine_factory()
             engine = await made if inspect.isawaitable(made) else made
@@ -127,7 +140,7 @@ class Session:
 
         async def again() -> Engine:
             if engine_factory is None:
-                return await start_engine(config, log=log)
+                return await start_vllm(config, log=log)
             made = engine_factory()
             return await made if inspect.isawaitable(made) else made
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -141,6 +141,18 @@ class Engine(Protocol):
     async def close(self) -> None:
         """Release the engine (GPU memory, worker processes)."""
         ...
+
+
+EngineFactory = Callable[[], "Engine | Awaitable[Engine]"]
+"""What a caller passes to start an engine other than the configured vLLM model (the tiny model, replay,
+tests); the session calls it again to restart a dead engine."""
+
+
+def engine_label(engine: Engine) -> str:
+    """A name for logs and records: the model folder for vLLM, ``replay:<pool>`` for replay."""
+    info = getattr(engine, "info", None)
+    model = getattr(info, "model", None)
+    return str(model) if model and model != "recorded" else str(getattr(engine, "name", type(engine).__name__))
 
 
 @dataclass
