@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.grpo import GrpoConfig, GuardConfig, RewardSpec, run
+from training.grpo import GrpoConfig, run
 
 ANSWER = 7
 LENGTH = "completions/mean_length"
@@ -53,16 +53,17 @@ def write_toy_data(path: Path, n: int, seed: int) -> None:
 
 def arm_config(arm: str, data: Path, out: Path, args: argparse.Namespace) -> GrpoConfig:
     penalised = arm == "penalised"
-    rewards = [RewardSpec("efficiency", 1.0 if penalised else 0.0, {"alpha": args.alpha}),
-               RewardSpec("accuracy", 0.0 if penalised else 1.0)]
     return GrpoConfig(
-        model="tiny", data=str(data), out=str(out / arm), rewards=rewards, num_generations=8,
-        per_device_train_batch_size=args.prompts_per_step * 8, max_prompt_length=256, max_completion_length=64,
-        learning_rate=args.lr, max_steps=args.steps, seed=args.seed, temperature=1.0,
-        scale_rewards="none", loss_type="dapo",
+        model="tiny", data=str(data), output_dir=str(out / arm), rewards=["efficiency", "accuracy"],
+        reward_weights=[1.0, 0.0] if penalised else [0.0, 1.0], reward_params={"efficiency": {"alpha": args.alpha}},
+        num_generations=8, per_device_train_batch_size=args.prompts_per_step * 8, max_prompt_length=256,
+        max_completion_length=64, learning_rate=args.lr, lr_scheduler_type="constant", max_steps=args.steps,
+        seed=args.seed, temperature=1.0, scale_rewards="none", loss_type="dapo", logging_steps=1,
+        save_strategy="no", gradient_checkpointing=False, use_cpu=True, bf16=False,
+        model_init_kwargs={"dtype": "float32"}, report_to="none",
         # The guards are tested elsewhere; here the baseline reaching 100% accuracy (every group flat)
         # is an expected outcome, not a fault.
-        guard=GuardConfig(action="warn", preflight_max_truncated=None, max_truncated=None, max_zero_std=None))
+        guard_action="warn", guard_preflight_max_truncated=None, guard_max_truncated=None, guard_max_zero_std=None)
 
 
 def window_mean(history: Sequence[dict[str, float]], key: str, start: int, stop: int | None) -> float:

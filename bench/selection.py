@@ -71,7 +71,7 @@ def scorer_strategies(problems: list[ProblemCandidates], workdir: Path, source: 
     cfg = load_config(ScorerConfig, ROOT / "training" / "configs" / "scorer_tiny.yaml")
     try:
         scored, results = cross_fit(resolve_model(cfg.model), problems, workdir, folds=2, seed=cfg.split_seed,
-                                    fmt=cfg.format, settings=cfg.train,
+                                    fmt=cfg.input_format(), args=cfg,
                                     pairs_per_problem=cfg.pairs_per_problem, source=f"pool {source}")
     except DataError as exc:
         return problems, {}, f"scorer not trained: {exc}"

@@ -179,15 +179,15 @@ def test_bad_inputs_empty_pool_and_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key\(s\) 'learning_rat'"):
         load_config(DifficultyConfig, bad)
     with pytest.raises(ConfigError, match=r"target\.unsolved: 'never' is not one of"):
-        load_config(DifficultyConfig, TINY_CONFIG, ["target={unsolved: never}"])
+        load_config(DifficultyConfig, TINY_CONFIG, ["--target", "{unsolved: never}"])
     with pytest.raises(ConfigError, match="eval_fraction must be in"):
-        load_config(DifficultyConfig, TINY_CONFIG, ["eval_fraction=1.5"])
+        load_config(DifficultyConfig, TINY_CONFIG, ["--eval_fraction", "1.5"])
     proc = subprocess.run([sys.executable, "-m", "training.difficulty", "--config", str(bad)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "learning_rat" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "training.difficulty", "--config", str(TINY_CONFIG), "--set",
-                           f"sources=[{{path: {tmp_path / 'nowhere'}}}]"], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "training.difficulty", "--config", str(TINY_CONFIG), "--sources",
+                           f"[{{path: {tmp_path / 'nowhere'}}}]"], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "nowhere" in proc.stderr
@@ -290,7 +290,7 @@ def test_trace_pools_give_the_simulator_problem_texts() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     out = tmp_path_factory.mktemp("difficulty")
-    cfg = load_config(DifficultyConfig, TINY_CONFIG, ["max_steps=6", f"out={out}"])
+    cfg = load_config(DifficultyConfig, TINY_CONFIG, ["--max_steps", "6", "--out", str(out)])
     return out, run(cfg)
 
 
@@ -389,7 +389,7 @@ def test_a_predictor_only_feeds_ours_and_must_exist(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_crossfit_feeds_a_simulation_that_reports_score_deltas() -> None:
-    cfg = load_config(DifficultyConfig, TINY_CONFIG, ["max_steps=2"])
+    cfg = load_config(DifficultyConfig, TINY_CONFIG, ["--max_steps", "2"])
     frame = load_targets(cfg)
     fitted = crossfit(cfg, frame, folds=2)
     assert sorted(fitted["pid"]) == sorted(frame["pid"]) and set(fitted["fold"]) == {0, 1}

@@ -480,13 +480,14 @@ def test_bad_lists_are_argparse_errors(capsys) -> None:
 
 @pytest.mark.slow
 def test_trained_scorer_row_is_judged_on_held_out_problems_only(tmp_path: Path) -> None:
-    from kit.learn.scorer import InputFormat, TrainSettings, train_scorer
+    from kit.learn.scorer import InputFormat, reward_config, train_scorer
     from kit.runtime.tiny_model import build_tiny_model
 
     problems = problems_from_pool("nemoskills")
     train = problems[:25]
     out = tmp_path / "scorer"
-    train_scorer(str(build_tiny_model()), train, out, settings=TrainSettings(max_steps=2, logging_steps=1),
+    train_scorer(str(build_tiny_model()), train, out, args=reward_config(out / "trainer", max_length=256, max_steps=2,
+                                                                        logging_steps=1),
                  fmt=InputFormat(max_length=256, max_problem_tokens=64), source="pool nemoskills")
     run = load_runs(pools=["nemoskills"])[0]
     ev = evaluate([run], budgets=[1000], n_boot=50, scorer=Scorer.load(out))

@@ -18,15 +18,15 @@ NOTEBOOKS = ROOT / "notebooks"
 TINY_PARAMS: dict[str, dict] = {
     "01_curate.ipynb": {"config": "training/configs/curate.yaml", "overrides": [],
                         "out": "{runs}/curate"},
-    "02_sft.ipynb": {"config": "training/configs/sft_tiny.yaml", "overrides": ["data={runs}/curate/sft.jsonl"],
+    "02_sft.ipynb": {"config": "training/configs/sft_tiny.yaml", "overrides": ["--data", "{runs}/curate/sft.jsonl"],
                      "out": "{runs}/sft"},
     "03_grpo.ipynb": {"config": "training/configs/grpo_tiny.yaml",
-                      "overrides": ["model={runs}/sft", "data={runs}/curate/rl.jsonl"], "out": "{runs}/grpo"},
+                      "overrides": ["--model", "{runs}/sft", "--data", "{runs}/curate/rl.jsonl"], "out": "{runs}/grpo"},
     "04_distill_merge.ipynb": {"config": "training/configs/distill_tiny.yaml",
-                               "overrides": ["model={runs}/grpo", "data={runs}/curate/sft.jsonl"],
+                               "overrides": ["--model", "{runs}/grpo", "--data", "{runs}/curate/sft.jsonl"],
                                "out": "{runs}/distill-merge"},
     "05_quantize.ipynb": {"config": "training/configs/quantize_tiny.yaml",
-                          "overrides": ["model={runs}/distill-merge/merged"], "out": "{runs}/quantize"},
+                          "overrides": ["--model", "{runs}/distill-merge/merged"], "out": "{runs}/quantize"},
     "06_evaluate.ipynb": {"pools": ["skythought_aime24"], "out": "{runs}/evaluate"},
 }
 """Tiny parameters per notebook, in pipeline order: each notebook reads what the previous ones wrote

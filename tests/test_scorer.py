@@ -15,9 +15,9 @@ from kit.learn.scorer import (
     META_FILE,
     InputFormat,
     Scorer,
-    TrainSettings,
     build_pairs,
     encode,
+    reward_config,
     scorer_strategy,
     split_problems,
     train_scorer,
@@ -84,11 +84,11 @@ def test_cli_reports_unusable_input_in_one_line(tmp_path: Path, capsys) -> None:
     pool = tmp_path / "all_wrong.jsonl"
     pool.write_text("".join(json.dumps({"idx": i, "question": "Q", "gt": "7", "code": ["\\boxed{8}", "none"]}) + "\n"
                             for i in range(4)))
-    rc = scorer_main(["--config", TINY_YAML, "--set", f"pool={pool}", "--set", "holdout_fraction=0.0",
-                      "--set", f"out={tmp_path / 'out'}"])
+    rc = scorer_main(["--config", TINY_YAML, "--pool", str(pool), "--holdout_fraction", "0.0",
+                      "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "no problem has both a correct and a wrong" in err and str(pool) in err
-    rc = scorer_main(["--config", TINY_YAML, "--set", "records=runs/x.jsonl"])
+    rc = scorer_main(["--config", TINY_YAML, "--records", "runs/x.jsonl"])
     assert rc == 2 and "exactly one of 'pool' and 'records'" in capsys.readouterr().err
 
 
@@ -100,7 +100,7 @@ def test_records_give_pairs_with_their_recorded_problem_texts(tmp_path: Path) ->
     assert kit_main(["dryrun", "--engine", "replay", "--limit", "3", "--samples", "6", "--max-tokens", "100000",
                      "--out", str(tmp_path / "run")]) == 0
     records = tmp_path / "run" / "records.jsonl"
-    problems, source = load_problems_for(ScorerConfig(pool=None, records=str(records)))
+    problems, source = load_problems_for(ScorerConfig(pool=None, records=str(records), use_cpu=True))
     assert source == str(records) and len(problems) == 3
     assert all(len(text) > 50 and gold is not None and cands for _, text, gold, cands in problems)
     bare = tmp_path / "bare.jsonl"  # records without texts (and no problem set to read them from)
@@ -108,7 +108,7 @@ def test_records_give_pairs_with_their_recorded_problem_texts(tmp_path: Path) ->
         rec.write("sample", problem_id="zz", index=0, answer=1, tokens=5, text="t", finish_reason="stop")
         rec.write("problem", problem_id="zz", gold=1, answer=1)
     with pytest.raises(DataError, match=r"no text for problem id\(s\) \['zz'\].*set 'problems'"):
-        load_problems_for(ScorerConfig(pool=None, records=str(bare)))
+        load_problems_for(ScorerConfig(pool=None, records=str(bare), use_cpu=True))
 
 
 def test_encode_keeps_the_problem_head_and_the_sample_tail(tokenizer) -> None:
@@ -143,14 +143,14 @@ def test_split_is_by_problem_disjoint_and_seeded() -> None:
 @pytest.mark.slow
 def test_cli_trains_on_the_skythought_pool_and_the_scorer_ranks_held_out_problems(tmp_path: Path, capsys) -> None:
     out = tmp_path / "scorer"
-    rc = scorer_main(["--config", TINY_YAML, "--set", f"out={out}"])
+    rc = scorer_main(["--config", TINY_YAML, "--output_dir", str(out)])
     assert rc == 0, capsys.readouterr().err
     assert "hold-out (9 problems" in capsys.readouterr().out
     meta = json.loads((out / META_FILE).read_text())
     train, hold = set(meta["train_problems"]), set(meta["holdout_problems"])
     assert len(train) == 21 and len(hold) == 9 and not train & hold
     assert 0.0 <= meta["holdout_pair_accuracy"] <= 1.0 and meta["holdout_pairs"] > 0
-    assert list((out / "trainer").glob("checkpoint-*")) == []  # save_strategy "no": only the final model
+    assert list(out.glob("checkpoint-*")) == []  # save_strategy "no": only the final model
 
     scorer = Scorer.load(out, batch_size=3)
     assert type(scorer.model).__name__ == "Qwen2ForSequenceClassification"
@@ -212,8 +212,9 @@ def test_training_learns_a_signal_that_generalises_to_held_out_problems(tmp_path
                   AutoTokenizer.from_pretrained(tiny), fmt)
     base_margin, _ = margin(base)
     result = train_scorer(str(tiny), train, tmp_path / "s", holdout=hold, fmt=fmt, pairs_per_problem=4,
-                          settings=TrainSettings(max_steps=8, per_device_train_batch_size=8, learning_rate=3e-3,
-                                                 center_rewards_coefficient=None, logging_steps=100))
+                          args=reward_config(tmp_path / "trainer", max_length=fmt.max_length, max_steps=8,
+                                             per_device_train_batch_size=8, learning_rate=3e-3,
+                                             center_rewards_coefficient=None, logging_steps=100))
     trained_margin, accuracy = margin(Scorer.load(result.path))
     assert abs(base_margin) < 0.1  # a fresh head has no opinion
     assert trained_margin > 1.0 and accuracy >= 0.9  # held-out problems: correct samples now score higher

@@ -50,12 +50,16 @@ def test_read_jsonl_names_file_line_and_field(tmp_path: Path) -> None:
 
 def test_overrides_are_typed_and_checked(tmp_path: Path) -> None:
     p = _yaml(tmp_path, "model: tiny\nmax_steps: 5\n")
-    cfg = load_config(_Cfg, p, ["max_steps=2", "lr=3e-6"])
+    cfg = load_config(_Cfg, p, ["--max_steps", "2", "--lr=3e-6"])
     assert (cfg.max_steps, cfg.lr) == (2, 3e-6)
-    with pytest.raises(ConfigError, match="unknown key 'steps'"):
-        load_config(_Cfg, p, ["steps=2"])
+    with pytest.raises(ConfigError, match="unknown key 'steps' \\(did you mean 'max_steps'\\?\\)"):
+        load_config(_Cfg, p, ["--steps", "2"])
     with pytest.raises(ConfigError, match="max_steps: expected int"):
-        load_config(_Cfg, p, ["max_steps=two"])
+        load_config(_Cfg, p, ["--max_steps", "two"])
+    with pytest.raises(ConfigError, match="--max_steps: expected a value"):
+        load_config(_Cfg, p, ["--max_steps", "--lr", "1"])
+    with pytest.raises(ConfigError, match="'max_steps=2': expected an option --key value"):
+        load_config(_Cfg, p, ["max_steps=2"])
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(_Cfg, _yaml(tmp_path, "model: tiny\nmax_stpes: 5\n"))
 
@@ -64,16 +68,16 @@ def test_overrides_apply_before_validation_and_reach_nested_sections(tmp_path: P
     bad = _yaml(tmp_path, "max_steps: two\nguard: {patience: 5}\n")
     with pytest.raises(ConfigError, match="max_steps: expected int"):
         load_config(_Cfg, bad)
-    cfg = load_config(_Cfg, bad, ["max_steps=3", "guard.action=stop"])  # --set repairs the file's bad value
+    cfg = load_config(_Cfg, bad, ["--max_steps", "3", "--guard.action", "stop"])  # repairs the file's bad value
     assert (cfg.max_steps, cfg.guard) == (3, _Guard(action="stop", patience=5))
-    cfg = load_config(_Cfg, _yaml(tmp_path, "model: tiny\n"), ["guard.patience=1"])  # section absent from file
+    cfg = load_config(_Cfg, _yaml(tmp_path, "model: tiny\n"), ["--guard.patience", "1"])  # section absent from file
     assert cfg.guard == _Guard(patience=1)
     with pytest.raises(ConfigError, match=r"unknown key.*'patince'"):
-        load_config(_Cfg, bad, ["max_steps=3", "guard.patince=1"])
+        load_config(_Cfg, bad, ["--max_steps", "3", "--guard.patince", "1"])
     with pytest.raises(ConfigError, match="'model' is not a section"):
-        load_config(_Cfg, bad, ["model.name=x"])
+        load_config(_Cfg, bad, ["--model.name", "x"])
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(_Cfg, bad, ["max_steps=[1"])
+        load_config(_Cfg, bad, ["--max_steps", "[1"])
 
 
 def test_cli_reports_user_errors_as_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,7 +87,7 @@ def test_cli_reports_user_errors_as_one_line(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err
     assert err.startswith("x: error: ") and "max_stpes" in err and str(p) in err and not ran
     p = _yaml(tmp_path, "max_steps: 3\n")
-    assert cli("python -m training.x", None, _Cfg, ran.append, str(p), ["--config", str(p), "--set", "lr=0.1"]) == 0
+    assert cli("python -m training.x", None, _Cfg, ran.append, str(p), ["--config", str(p), "--lr", "0.1"]) == 0
     assert ran == [_Cfg(max_steps=3, lr=0.1)]
 
 

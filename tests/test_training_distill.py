@@ -214,7 +214,7 @@ def test_collator_builds_labels_and_weights() -> None:
 
 
 def _cfg(**kw) -> DistillConfig:
-    return DistillConfig(teacher="tiny", **kw)
+    return DistillConfig(teacher="tiny", use_cpu=True, **kw)
 
 
 def _write(path: Path, rows: list[dict]) -> Path:
@@ -262,10 +262,18 @@ def test_config_values_are_checked(tmp_path: Path) -> None:
     for key, bad in (("alpha", "1.5"), ("temperature_end", "0"), ("reasoning_weight", "-1"),
                      ("temperature_schedule", "step"), ("dtype", "fp8"),
                      ("loss_chunk_size", "-1")):
-        with pytest.raises(ConfigError, match=key if key != "temperature_schedule" else "not one of"):
-            load_config(DistillConfig, CONFIGS / "distill_tiny.yaml", [f"{key}={bad}"])
-    for name in ("distill.yaml", "distill_tiny.yaml"):
-        assert isinstance(load_config(DistillConfig, CONFIGS / name), DistillConfig)
+        with pytest.raises(ConfigError, match=key):
+            load_config(DistillConfig, CONFIGS / "distill_tiny.yaml", [f"--{key}", bad])
+    from transformers import TrainingArguments
+
+    own = set(DistillConfig.__dataclass_fields__) - set(TrainingArguments.__dataclass_fields__)
+    assert own == {"teacher", "model", "data", "alpha", "temperature_start", "temperature_end",
+                   "temperature_schedule", "reasoning_weight", "chat_template", "think_open", "think_close",
+                   "max_length", "loss_chunk_size", "dtype", "teacher_dtype"}  # the trainer's keys are its own
+    prod = load_config(DistillConfig, CONFIGS / "distill.yaml", ["--use_cpu", "true"])  # bf16 needs a GPU here
+    assert (prod.learning_rate, prod.gradient_accumulation_steps, prod.save_total_limit) == (1e-5, 16, 2)
+    tiny = load_config(DistillConfig, CONFIGS / "distill_tiny.yaml", ["--learning_rate", "2e-3"])
+    assert (tiny.learning_rate, tiny.max_steps, tiny.remove_unused_columns) == (2e-3, 4, False)
 
 
 # --- real models --------------------------------------------------------------------------------------
@@ -307,8 +315,8 @@ def test_vocabulary_mismatch_names_both_models(tmp_path: Path, tok, teacher_path
     other = build_tiny_model(tmp_path / "other", spec=TinyModelSpec(seed=7))  # another corpus → another BPE
     with pytest.raises(ConfigError, match=r"student 'tiny' .* and teacher '.*other' .* different vocabularies"):
         check_same_vocabulary(tok, AutoTokenizer.from_pretrained(other), "tiny", str(other))
-    rc = main(["--config", str(CONFIGS / "distill_tiny.yaml"), "--set", f"teacher={other}",
-               "--set", f"out={tmp_path / 'out'}"])
+    rc = main(["--config", str(CONFIGS / "distill_tiny.yaml"), "--teacher", str(other),
+               "--output_dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "different vocabularies" in err and str(other) in err
     assert not (tmp_path / "out").exists()
@@ -323,9 +331,9 @@ def test_two_real_steps_with_a_different_teacher(tmp_path: Path, teacher_path: P
     from kit.runtime.tiny_model import build_tiny_model
 
     out = tmp_path / "distilled"
-    rc = main(["--config", str(CONFIGS / "distill_tiny.yaml"), "--set", f"teacher={teacher_path}",
-               "--set", f"data={sft_path}", "--set", f"out={out}", "--set", "max_steps=2",
-               "--set", "temperature_start=3.0", "--set", "temperature_end=1.5"])
+    rc = main(["--config", str(CONFIGS / "distill_tiny.yaml"), "--teacher", str(teacher_path),
+               "--data", str(sft_path), "--output_dir", str(out), "--max_steps", "2",
+               "--temperature_start", "3.0", "--temperature_end", "1.5"])
     assert rc == 0
     assert f"saved to {out}" in capsys.readouterr().out
 
@@ -364,21 +372,21 @@ def test_chat_template_choice(tmp_path: Path, teacher_path: Path, sft_path: Path
     tc = json.loads((student / "tokenizer_config.json").read_text())
     tc["chat_template"] = CHAT_TEMPLATE.replace("{%- generation %}", "").replace("{%- endgeneration %}", "")
     (student / "tokenizer_config.json").write_text(json.dumps(tc))
-    args = ["--config", str(CONFIGS / "distill_tiny.yaml"), "--set", f"model={student}",
-            "--set", f"teacher={teacher_path}", "--set", f"data={sft_path}", "--set", f"out={tmp_path / 'out'}",
-            "--set", "max_steps=1"]
+    args = ["--config", str(CONFIGS / "distill_tiny.yaml"), "--model", str(student),
+            "--teacher", str(teacher_path), "--data", str(sft_path), "--output_dir", str(tmp_path / "out"),
+            "--max_steps", "1"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no {% generation %} markers" in err
-    assert main([*args, "--set", "chat_template=kit"]) == 0
+    assert main([*args, "--chat_template", "kit"]) == 0
     assert AutoTokenizer.from_pretrained(tmp_path / "out").chat_template == CHAT_TEMPLATE
 
 
 def test_missing_models_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["--config", str(CONFIGS / "distill_tiny.yaml"), "--set", f"out={tmp_path / 'out'}"]
-    assert main([*base, "--set", f"teacher={tmp_path / 'no-teacher'}"]) == 2
+    base = ["--config", str(CONFIGS / "distill_tiny.yaml"), "--output_dir", str(tmp_path / "out")]
+    assert main([*base, "--teacher", str(tmp_path / "no-teacher")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no-teacher': model folder not found (the teacher must be local)" in err
-    assert main([*base, "--set", f"model={tmp_path / 'no-student'}"]) == 2
+    assert main([*base, "--model", str(tmp_path / "no-student")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no-student': no local folder and not loadable" in err

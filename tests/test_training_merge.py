@@ -203,7 +203,8 @@ def test_missing_files_and_bad_config_are_clear(tmp_path: Path, models: dict[str
     assert main(["--config", str(p)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("merge: error: ") and err.count("\n") == 1 and "sum to 1.1" in err
-    assert main(["--config", str(p), "--set", "weight=1"]) == 2
+    assert main(["--config", str(p), "--weight", "1"]) == 2
+    assert "unknown key 'weight'" in capsys.readouterr().err
     assert isinstance(load_config(MergeConfig, ROOT / "training" / "configs" / "merge.yaml"), MergeConfig)
 
 

@@ -44,14 +44,13 @@ def tiny() -> Path:
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory, tiny: Path) -> Path:
     out = tmp_path_factory.mktemp("quant") / "tiny-awq"
-    assert main(["--config", TINY_CONFIG, "--set", f"out={out}"]) == 0
+    assert main(["--config", TINY_CONFIG, "--out", str(out)]) == 0
     return out
 
 
-def _run_cli(capsys: pytest.CaptureFixture[str], *sets: str, config: str = TINY_CONFIG) -> tuple[int, str]:
-    argv = ["--config", config]
-    for s in sets:
-        argv += ["--set", s]
+def _run_cli(capsys: pytest.CaptureFixture[str], *options: str, config: str = TINY_CONFIG) -> tuple[int, str]:
+    """``python -m training.quantize --config CONFIG --key=value ...`` for ``options`` given as ``key=value``."""
+    argv = ["--config", config, *(f"--{option}" for option in options)]
     code = main(argv)
     err = capsys.readouterr().err.strip()
     return code, err

@@ -22,9 +22,6 @@ from kit.runtime.tiny_model import build_tiny_model
 from training.common import load_config
 from training.sft import (
     KIT_CHAT_TEMPLATE,
-    MARK_CLOSE,
-    MARK_OPEN,
-    AuditError,
     SftConfig,
     audit,
     check_prepared_dataset,
@@ -33,6 +30,7 @@ from training.sft import (
     resolve_chat_template,
     run,
 )
+from training.sft_audit import MARK_CLOSE, MARK_OPEN, AuditError
 
 TINY_YAML = "training/configs/sft_tiny.yaml"
 REPO = Path(__file__).resolve().parents[1]
@@ -246,24 +244,30 @@ def test_prepared_dataset_check_fails_when_trl_disagrees(tmp_path: Path, tiny: P
 
 
 def test_configs_load_and_bad_keys_fail_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    prod = load_config(SftConfig, "training/configs/sft.yaml")
+    from trl import SFTConfig as TrlSFTConfig
+
+    assert issubclass(SftConfig, TrlSFTConfig)  # trl's keys are trl's: none is declared again here
+    own = set(SftConfig.__dataclass_fields__) - set(TrlSFTConfig.__dataclass_fields__)
+    assert own == {"model", "data", "format", "harmony_reasoning_effort", "chat_template", "drop_untrainable",
+                   "audit_example"}
+    prod = load_config(SftConfig, "training/configs/sft.yaml", ["--use_cpu", "true"])  # bf16 needs a GPU
     assert (prod.learning_rate, prod.packing, prod.max_length, prod.lr_scheduler_type) == (1e-5, True, 24000,
                                                                                            "cosine")
-    tiny_cfg = load_config(SftConfig, TINY_YAML)
-    assert (tiny_cfg.model, tiny_cfg.max_steps) == ("tiny", 2)
+    assert prod.assistant_only_loss and prod.packing_strategy == "bfd" and prod.resume_from_checkpoint == "last"
+    tiny_cfg = load_config(SftConfig, TINY_YAML, ["--max_steps", "5"])
+    assert (tiny_cfg.model, tiny_cfg.max_steps, tiny_cfg.learning_rate) == ("tiny", 5, 1e-4)
     bad = tmp_path / "sft.yaml"
     bad.write_text(Path(TINY_YAML).read_text() + "learning_rte: 1e-5\n")
     assert main(["--config", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("sft: error: ") and "learning_rte" in err and str(bad) in err and "\n" not in err
-    assert main(["--config", TINY_YAML, "--set", "max_length=0"]) == 2
+    assert err.startswith("sft: error: ") and "'learning_rte'" in err and str(bad) in err and "\n" not in err
+    assert main(["--config", TINY_YAML, "--max_length", "0"]) == 2
     assert "max_length must be >= 1" in capsys.readouterr().err
-    assert main(["--config", TINY_YAML, "--set", f"data={tmp_path / 'missing.jsonl'}"]) == 2
+    assert main(["--config", TINY_YAML, "--data", str(tmp_path / "missing.jsonl")]) == 2
     assert "missing.jsonl: SFT dataset file not found" in capsys.readouterr().err
-    data = _dataset(tmp_path, n=2)
-    assert main(["--config", TINY_YAML, "--set", f"data={data}", "--set", "lr_scheduler_type=cosinus"]) == 2
+    assert main(["--config", TINY_YAML, "--lr_scheduler_type", "cosinus"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("sft: error: sft config: ") and "cosinus" in err
+    assert err.startswith("sft: error: ") and "cosinus" in err and err.count("\n") == 1
 
 
 def test_cli_reports_bad_data_and_templates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -272,13 +276,13 @@ def test_cli_reports_bad_data_and_templates(tmp_path: Path, capsys: pytest.Captu
     row = json.loads(rows[1])
     row["messages"][1]["content"] = "The answer is 2."
     data.write_text(rows[0] + "\n" + json.dumps(row) + "\n")
-    assert main(["--config", TINY_YAML, "--set", f"data={data}"]) == 2
+    assert main(["--config", TINY_YAML, "--data", str(data)]) == 2
     assert f"{data}:2: messages[1].content (assistant) has no <think>" in capsys.readouterr().err
     data = _dataset(tmp_path, n=2)
     jinja = tmp_path / "strip.jinja"
     jinja.write_text(STRIPS_REASONING)
-    args = ["--config", TINY_YAML, "--set", f"data={data}", "--set", f"out={tmp_path / 'out'}"]
-    assert main([*args, "--set", f"chat_template={jinja}"]) == 2
+    args = ["--config", TINY_YAML, "--data", str(data), "--output_dir", str(tmp_path / "out")]
+    assert main([*args, "--chat_template", str(jinja)]) == 2
     assert "the <think> reasoning is not in the trained tokens" in capsys.readouterr().err
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
@@ -320,7 +324,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, tiny: Path) -> tuple[Path,
     out = tmp / "out"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["--config", TINY_YAML, "--set", f"data={data}", "--set", f"out={out}"])
+        rc = main(["--config", TINY_YAML, "--data", str(data), "--output_dir", str(out)])
     assert rc == 0, buf.getvalue()
     return out, buf.getvalue()
 
@@ -370,13 +374,13 @@ def test_sft_output_loads_in_vllm_cpu(trained: tuple[Path, str]) -> None:
 def test_run_unpacked_drops_untrainable_checkpoints_and_resumes(tmp_path: Path) -> None:
     data = _dataset(tmp_path, n=5, long_problem=4)
     out = tmp_path / "out"
-    base = ["model=tiny", f"data={data}", f"out={out}", "packing=false", "max_length=256",
-            "drop_untrainable=true", "save_steps=1"]
+    base = ["--data", str(data), "--output_dir", str(out), "--packing", "false", "--max_length", "256",
+            "--drop_untrainable", "true", "--save_strategy", "steps", "--save_steps", "1"]
     result = run(load_config(SftConfig, TINY_YAML, base))
     assert result.steps == 2 and result.final_loss > 0
     assert result.audit.dropped == ["p4"] and result.audit.kept == 4
     assert (out / "checkpoint-2").is_dir() and (out / "model.safetensors").is_file()
-    resumed = run(load_config(SftConfig, TINY_YAML, [*base, "max_steps=3", "resume=true"]))
+    resumed = run(load_config(SftConfig, TINY_YAML, [*base, "--max_steps", "3", "--resume_from_checkpoint", "last"]))
     assert resumed.steps == 3
     state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]

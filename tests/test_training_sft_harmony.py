@@ -13,7 +13,9 @@ from openai_harmony import Author, Message, Role
 from kit.learn.data import DataError
 from kit.runtime.protocols.harmony import HarmonyProtocol, HarmonySettings, completion_ids, harmony_encoding
 from kit.runtime.tiny_gpt_oss import build_tiny_gpt_oss
-from training.sft import MARK_CLOSE, MARK_OPEN, AuditError, SftConfig, run
+from training.common import load_config
+from training.sft import SftConfig, run
+from training.sft_audit import MARK_CLOSE, MARK_OPEN, AuditError
 from training.sft_harmony import HarmonyExample, audit_harmony, load_harmony_dataset, render_example
 
 ENC = harmony_encoding()
@@ -108,10 +110,9 @@ def test_sft_trains_the_tiny_gpt_oss_on_harmony_conversations(tmp_path: Path, os
     from transformers import AutoModelForCausalLM
 
     data = _write(tmp_path / "h.jsonl", [CONVERSATION] * 4)
-    cfg = SftConfig(model="tiny-gpt-oss", data=str(data), out=str(tmp_path / "out"), format="harmony",
-                    max_length=512, packing=False, learning_rate=1e-3, max_steps=2, warmup_steps=0.0,
-                    per_device_train_batch_size=2, gradient_accumulation_steps=1, gradient_checkpointing=False,
-                    logging_steps=1)
+    cfg = load_config(SftConfig, "training/configs/sft_harmony_tiny.yaml",
+                      ["--data", str(data), "--output_dir", str(tmp_path / "out"), "--max_length", "512",
+                       "--learning_rate", "1e-3"])
     result = run(cfg)
     assert result.steps == 2 and result.final_loss > 0 and result.audit.chat_template == "harmony"
     audit = json.loads((tmp_path / "out" / "sft_audit.json").read_text())

@@ -1,4 +1,4 @@
-"""Curate SFT and RL data: ``python -m training.curate --config training/configs/curate.yaml [--set key=value]``.
+"""Curate SFT and RL data: ``python -m training.curate --config training/configs/curate.yaml [--key value ...]``.
 
 Writes ``sft.jsonl``, ``rl.jsonl`` and ``drop_report.json`` to the output folder and prints the report.
 """

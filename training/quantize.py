@@ -1,5 +1,5 @@
 """AWQ W4A16 quantisation for vLLM: ``python -m training.quantize --config training/configs/quantize.yaml
-[--set key=value ...]``.
+[--key value ...]``.
 
 What it does: picks calibration text from math reasoning traces (the kit's bundled trace pools, trace
 files, or an SFT jsonl such as ``runs/curate/sft.jsonl``), renders each one the way the model sees it at
@@ -447,7 +447,7 @@ def _finish_config(dest: Path) -> None:
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise ConfigError(f"out: {out} exists and is not empty; set overwrite: true (or --set overwrite=true) "
+        raise ConfigError(f"out: {out} exists and is not empty; set overwrite: true (or --overwrite true) "
                           "to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
 

@@ -1,5 +1,5 @@
 """Supervised fine-tuning on curated reasoning traces:
-``python -m training.sft --config training/configs/sft.yaml [--set key=value ...]``.
+``python -m training.sft --config training/configs/sft.yaml [--key value ...]``.
 
 Why this module is more than ``SFTTrainer(...).train()``: the expensive failures of reasoning SFT are
 silent. The loss curve looks healthy while
@@ -29,23 +29,34 @@ same way and fully masked ones are dropped.
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
-import json
 import math
-import statistics
 import sys
 import unicodedata
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from trl import SFTConfig as TrlSFTConfig
 
 from kit.learn.data import DataError
 from kit.runtime.config import ConfigError
 from kit.runtime.protocols.harmony import HarmonySettings
 from kit.runtime.tiny_model import CHAT_TEMPLATE as _TINY_CHAT_TEMPLATE
-from training.common import cli, on_gpu, read_jsonl_numbered, resolve_model
+from training.common import cli, read_jsonl_numbered, resolve_model
+from training.sft_audit import (
+    Audit,
+    AuditError,
+    AuditSummary,
+    ExampleStats,
+    check_prepared_dataset,
+    conclude_audit,
+    echo_audit,
+    render_mask,
+    trained_spans,
+    write_audit,
+)
+from training.sft_harmony import HarmonyExample, audit_harmony, load_harmony_dataset
 
 DEFAULT_CONFIG = "training/configs/sft.yaml"
 
@@ -62,88 +73,60 @@ TEMPLATE_CHOICES = ("kit", "model", "trl")
 """``chat_template`` values other than a path to a Jinja file."""
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-MARK_OPEN, MARK_CLOSE = "⟦", "⟧"
-"""Trained spans in the rendered example (characters that maths traces practically never contain)."""
-CUT_MARK = "✂[max_length]"
-
-
-class AuditError(DataError):
-    """The dataset, rendered by the chosen chat template, would not train what it should (see module doc)."""
 
 
 # --- configuration ----------------------------------------------------------------------------------
 
 
-@dataclass
-class SftConfig:
-    """Everything one SFT run needs; loaded from YAML (unknown keys are errors naming the file)."""
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
 
-    model: str = "tiny"
-    """Model folder or hub id; ``tiny`` = the offline tiny Qwen2, ``tiny-gpt-oss`` = the offline tiny gpt-oss
-    (tests, CPU rehearsals)."""
-    data: str = "runs/curate/sft.jsonl"
-    """SFT jsonl written by ``python -m training.curate`` (``messages``: [user, assistant]); with
-    ``format: harmony`` Harmony conversations (:mod:`training.sft_harmony`)."""
-    format: str = "chat"
-    """``chat`` (a chat template renders [user, assistant with <think>]) or ``harmony`` (gpt-oss: analysis,
-    python calls, tool outputs and the final channel, rendered by openai-harmony)."""
-    harmony: HarmonySettings = field(default_factory=HarmonySettings)
-    """``format: harmony``: the system message the conversations are rendered with (as the solver prompts)."""
-    out: str = "runs/sft"
-    """Folder for checkpoints, the final model + tokenizer and the audit files."""
-    chat_template: str = "kit"
-    """``kit`` (ChatML, keeps reasoning, generation markers), ``model`` (the tokenizer's own; must have
-    ``{% generation %}`` markers), ``trl`` (trl's training variant of the model's own template, e.g. for
-    DeepSeek-R1-Distill or Qwen3) or a path to a ``.jinja`` file."""
-    max_length: int = 24000
-    """Tokens per training sequence (per packed sequence with ``packing``); longer examples keep their start."""
-    packing: bool = True
-    """trl best-fit-decreasing packing (padding-free batches); see docs/sft.md for what works on CPU."""
-    drop_untrainable: bool = False
-    """Drop (and count) examples left without trainable tokens by truncation instead of failing."""
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    """> 0 overrides ``num_train_epochs``."""
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: float = 0.05
-    """Linear warm-up: a float in [0, 1) is a fraction of all steps, >= 1 a number of steps."""
-    per_device_train_batch_size: int = 1
-    gradient_accumulation_steps: int = 8
-    gradient_checkpointing: bool = True
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    optim: str | None = None
-    """transformers optimizer name (None = its default, fused AdamW)."""
-    attn_implementation: str | None = None
-    """e.g. ``flash_attention_2`` on GPU; None = transformers' default (sdpa)."""
-    seed: int = 42
-    logging_steps: int = 10
-    save_steps: int = 0
-    """Checkpoint every N steps (0 = none; the final model is always saved)."""
-    save_total_limit: int | None = 2
-    resume: bool = False
-    """Continue from the last ``checkpoint-*`` in ``out`` when there is one."""
-    dataset_num_proc: int | None = None
-    report_to: str = "none"
-    audit_example: int = 0
-    """Index of the example the audit renders with its loss mask."""
+
+@dataclass
+class SftConfig(TrlSFTConfig):
+    """trl's :class:`trl.SFTConfig` (every trl and transformers key, trl's defaults) plus the kit's keys: the
+    model and data, the data's format, the chat template and the audit. ``assistant_only_loss`` follows
+    ``format`` (chat rows are masked by trl from the template's generation markers; Harmony rows arrive with
+    their own mask). ``training/configs/sft.yaml`` documents the production values."""
+
+    model: str = field(default="tiny", metadata=_help(
+        "Model folder or hub id; 'tiny' = the offline tiny Qwen2, 'tiny-gpt-oss' = the offline tiny gpt-oss."))
+    data: str = field(default="runs/curate/sft.jsonl", metadata=_help(
+        "SFT jsonl written by training.curate (messages: [user, assistant]); with format: harmony, Harmony "
+        "conversations (training.sft_harmony)."))
+    format: str = field(default="chat", metadata=_help(
+        "'chat' (a chat template renders [user, assistant with <think>]) or 'harmony' (gpt-oss: analysis, python "
+        "calls, tool outputs and the final channel, rendered by openai-harmony)."))
+    harmony_reasoning_effort: Literal["low", "medium", "high"] = field(default="high", metadata=_help(
+        "format: harmony: the system message's reasoning effort (low, medium, high), as the solver prompts."))
+    chat_template: str = field(default="kit", metadata=_help(
+        "'kit' (ChatML, keeps reasoning, generation markers), 'model' (the tokenizer's own; must have "
+        "{% generation %} markers), 'trl' (trl's training variant of the model's own template, e.g. for "
+        "DeepSeek-R1-Distill or Qwen3) or a path to a .jinja file."))
+    drop_untrainable: bool = field(default=False, metadata=_help(
+        "Drop (and count) examples left without trainable tokens by truncation instead of failing."))
+    audit_example: int = field(default=0, metadata=_help(
+        "Index of the example the audit renders with its loss mask."))
 
     def __post_init__(self) -> None:
-        positive = ("max_length", "per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0 or not self.num_train_epochs > 0:
-            raise ValueError("learning_rate and num_train_epochs must be > 0")
-        if self.max_steps == 0:
-            raise ValueError("max_steps must be > 0, or -1 to train num_train_epochs")
-        if self.warmup_steps < 0 or self.save_steps < 0 or self.audit_example < 0:
-            raise ValueError("warmup_steps, save_steps and audit_example must be >= 0")
-        if not self.chat_template:
-            raise ValueError(f"chat_template must be one of {TEMPLATE_CHOICES} or a path to a .jinja file")
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        if not self.chat_template:
+            raise ValueError(f"chat_template must be one of {TEMPLATE_CHOICES} or a path to a .jinja file")
+        if self.audit_example < 0:
+            raise ValueError(f"audit_example must be >= 0, got {self.audit_example}")
+        if self.max_length is None or self.max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {self.max_length}")
+        self.harmony()
+        self.assistant_only_loss = self.format == "chat"
+        super().__post_init__()
+
+    def harmony(self) -> HarmonySettings:
+        """The system message Harmony conversations are rendered with (``format: harmony``)."""
+        if self.harmony_reasoning_effort not in ("low", "medium", "high"):
+            raise ValueError(f"harmony_reasoning_effort must be low, medium or high, got "
+                             f"{self.harmony_reasoning_effort!r}")
+        return HarmonySettings(reasoning_effort=self.harmony_reasoning_effort)
 
 
 # --- dataset ----------------------------------------------------------------------------------------
@@ -257,90 +240,6 @@ def resolve_chat_template(tokenizer: Any, choice: str) -> str:
 # --- audit ------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ExampleStats:
-    problem_id: str
-    line: int
-    tokens: int
-    """Tokens of the whole rendered example (before truncation)."""
-    trained: int
-    """Trainable tokens after truncation to ``max_length``."""
-
-    def truncated(self, max_length: int) -> bool:
-        return self.tokens > max_length
-
-
-@dataclass
-class AuditSummary:
-    """What the audit saw; printed before training and returned in :class:`SftResult`."""
-
-    source: str
-    chat_template: str
-    max_length: int
-    examples: int
-    kept: int
-    dropped: list[str] = field(default_factory=list)
-    """problem_ids without trainable tokens after truncation (only with ``drop_untrainable``)."""
-    truncated: int = 0
-    tokens: int = 0
-    """Tokens the trainer sees (kept examples, after truncation)."""
-    trained_tokens: int = 0
-    tokens_min: int = 0
-    tokens_median: float = 0.0
-    tokens_max: int = 0
-    stop_tokens: list[str] = field(default_factory=list)
-    rendered: str = ""
-    """The audited example with its trained spans marked (full text; the console shows it shortened)."""
-
-    def __str__(self) -> str:
-        share = self.trained_tokens / self.tokens if self.tokens else 0.0
-        return (f"{self.kept}/{self.examples} examples kept ({len(self.dropped)} dropped as untrainable, "
-                f"{self.truncated} truncated to {self.max_length}); tokens/example min {self.tokens_min}, "
-                f"median {self.tokens_median:.0f}, max {self.tokens_max}; {self.trained_tokens} of "
-                f"{self.tokens} tokens trained ({share:.1%}); template {self.chat_template!r}")
-
-
-@dataclass
-class Audit:
-    summary: AuditSummary
-    kept: list[int]
-    """Indices of the examples to train on."""
-    stats: list[ExampleStats]
-    """One per example, in dataset order (dropped ones included)."""
-
-
-def _spans(mask: Sequence[int]) -> list[tuple[int, int]]:
-    """``[start, end)`` runs of 1s in a 0/1 mask."""
-    spans, start = [], None
-    for i, bit in enumerate([*mask, 0]):
-        if bit and start is None:
-            start = i
-        elif not bit and start is not None:
-            spans.append((start, i))
-            start = None
-    return spans
-
-
-def render_mask(tokenizer: Any, ids: Sequence[int], mask: Sequence[int], max_length: int | None = None,
-                elide: int | None = None) -> str:
-    """The decoded example with trained tokens between ⟦ and ⟧ and ✂ where truncation cuts it.
-
-    ``elide``: shorten every untrained/trained segment longer than that many characters to its head and tail
-    (for the console; the file gets the full text)."""
-    cut = max_length if max_length is not None and len(ids) > max_length else None
-    bounds = sorted({0, len(ids), *([cut] if cut else []), *(i for s in _spans(mask) for i in s)})
-    parts = []
-    for a, b in itertools.pairwise(bounds):
-        text = tokenizer.decode(list(ids[a:b]), skip_special_tokens=False)
-        if elide and len(text) > elide:
-            head, tail = text[: elide * 2 // 3], text[-(elide // 3):]
-            text = f"{head} …[{len(text) - len(head) - len(tail)} chars]… {tail}"
-        if a == cut:
-            parts.append(CUT_MARK)
-        parts.append(f"{MARK_OPEN}{text}{MARK_CLOSE}" if mask[a] else text)
-    return "".join(parts)
-
-
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
@@ -353,7 +252,7 @@ def _check_example(ex: SftExample, tokenizer: Any, name: str, stop_ids: set[int]
     # The exact call trl's SFTTrainer makes for a conversational row (sft_trainer.tokenize_fn).
     out = _tokenize(tokenizer, ex.messages, return_assistant_tokens_mask=True, chat_template=None, tools=None)
     ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
-    spans = _spans(mask)
+    spans = trained_spans(mask)
     if not spans:
         raise AuditError(f"{name}: the chat template marks no assistant token for training "
                          "({% generation %} markers around the wrong part?)")
@@ -417,86 +316,6 @@ def audit(examples: Sequence[SftExample], tokenizer: Any, *, max_length: int, dr
     return result
 
 
-def conclude_audit(stats: list[ExampleStats], *, source: str, template_name: str, max_length: int,
-                   drop_untrainable: bool, stop_names: list[str], rendered: str) -> Audit:
-    """The examples to keep and the summary, from every example's stats (both formats): untrainable examples
-    (nothing left after truncation) fail the audit naming the first, or are dropped and counted."""
-    untrainable = [s for s in stats if s.trained == 0]
-    if untrainable and not drop_untrainable:
-        first, others = untrainable[0], ", ".join(s.problem_id for s in untrainable[1:6])
-        raise AuditError(
-            f"{source}:{first.line} (problem_id {first.problem_id}): no trainable token left after truncation "
-            f"to max_length={max_length} (the example has {first.tokens} tokens, its prompt fills the window)"
-            + (f"; {len(untrainable) - 1} more: {others}{' …' if len(untrainable) > 6 else ''}" if others else "")
-            + ". Raise max_length, shorten those prompts or set drop_untrainable: true")
-    kept = [i for i, s in enumerate(stats) if s.trained > 0]
-    if not kept:
-        raise AuditError(f"{source}: every example is untrainable at max_length={max_length}")
-    lengths = [stats[i].tokens for i in kept]
-    summary = AuditSummary(
-        source=source, chat_template=template_name, max_length=max_length, examples=len(stats),
-        kept=len(kept), dropped=[s.problem_id for s in untrainable],
-        truncated=sum(stats[i].truncated(max_length) for i in kept),
-        tokens=sum(min(n, max_length) for n in lengths), trained_tokens=sum(stats[i].trained for i in kept),
-        tokens_min=min(lengths), tokens_median=statistics.median(lengths), tokens_max=max(lengths),
-        stop_tokens=stop_names, rendered=rendered)
-    return Audit(summary=summary, kept=kept, stats=stats)
-
-
-def echo_audit(result: Audit, echo: Callable[[str], None], checks: str, render_index: int, shown: str) -> None:
-    """Print the summary, the checks that passed and the rendered example (shortened)."""
-    echo(f"sft audit: {result.summary}")
-    echo(f"sft audit: checks passed: {checks}")
-    if shown:
-        echo(f"sft audit: example {render_index} ({result.stats[render_index].problem_id}); trained tokens "
-             f"between {MARK_OPEN} {MARK_CLOSE}:\n{shown}")
-
-
-def write_audit(result: Audit, out_dir: str | Path) -> None:
-    """``sft_audit.json`` (the summary, truncated examples) and ``sft_audit_example.txt`` (the marked example)."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = result.summary
-    record = {k: v for k, v in dataclasses.asdict(summary).items() if k != "rendered"}
-    record["truncated_examples"] = [s.problem_id for s in result.stats if s.truncated(summary.max_length)]
-    (out / "sft_audit.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (out / "sft_audit_example.txt").write_text(summary.rendered + "\n", encoding="utf-8")
-
-
-def check_prepared_dataset(dataset: Any, result: Audit, *, packing: bool, max_length: int) -> None:
-    """Fail unless the dataset trl prepared holds the tokens and trainable tokens the audit counted.
-
-    Without packing the comparison is per example (trl keeps the order); with packing it is on the totals
-    (packing merges examples). A mismatch means trl tokenised differently from the audit (another trl
-    version?) and the audit's guarantees would not hold."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    tokens: list[np.ndarray] = []
-    trained: list[np.ndarray] = []
-    for batch in dataset.with_format("arrow").iter(batch_size=1024):
-        labels = batch.column("labels").combine_chunks()
-        flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False)
-        parents = pc.list_parent_indices(labels).to_numpy(zero_copy_only=False)
-        tokens.append(pc.list_value_length(labels).to_numpy(zero_copy_only=False))
-        trained.append(np.bincount(parents, weights=flat != -100, minlength=len(labels)).astype(int))
-    got_tokens, got_trained = np.concatenate(tokens), np.concatenate(trained)
-    kept = [result.stats[i] for i in result.kept]
-    want_tokens = np.array([min(s.tokens, max_length) for s in kept])
-    want_trained = np.array([s.trained for s in kept])
-    if packing:
-        same = got_tokens.sum() == want_tokens.sum() and got_trained.sum() == want_trained.sum()
-    else:
-        same = len(got_tokens) == len(kept) and (got_tokens == want_tokens).all() and (
-            got_trained == want_trained).all()
-    if not same:
-        raise AuditError(
-            f"trl prepared {len(got_tokens)} sequences with {int(got_tokens.sum())} tokens, "
-            f"{int(got_trained.sum())} trainable; the audit counted {len(kept)} examples, "
-            f"{int(want_tokens.sum())} tokens, {int(want_trained.sum())} trainable: trl tokenises differently "
-            "from the audit (trl version other than requirements pin?), its checks do not hold")
-
-
 # --- training ---------------------------------------------------------------------------------------
 
 
@@ -526,48 +345,36 @@ def _stop_token_ids(model_path: str, tokenizer: Any) -> set[int]:
     return ids
 
 
-def training_arguments(cfg: SftConfig, output_dir: Path) -> Any:
-    """trl ``SFTConfig`` for ``cfg``: bf16 weights and mixed precision on GPU, fp32 on CPU. Chat rows mask
-    with trl's ``assistant_only_loss``; Harmony rows arrive tokenised with their own ``assistant_masks``."""
-    from trl import SFTConfig
+RESUME_LAST = ("true", "last")
+"""``resume_from_checkpoint`` values (trl's key) meaning "the last checkpoint in ``output_dir``, if any"."""
 
-    gpu = on_gpu()
-    init: dict[str, Any] = {"dtype": "bfloat16" if gpu else "float32"}
-    if cfg.attn_implementation:
-        init["attn_implementation"] = cfg.attn_implementation
-    extra = {"optim": cfg.optim} if cfg.optim else {}
-    try:
-        return SFTConfig(
-            output_dir=str(output_dir), assistant_only_loss=cfg.format == "chat", max_length=cfg.max_length,
-            packing=cfg.packing, packing_strategy="bfd", learning_rate=cfg.learning_rate,
-            num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
-            lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_steps,
-            per_device_train_batch_size=cfg.per_device_train_batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            gradient_checkpointing=cfg.gradient_checkpointing, weight_decay=cfg.weight_decay,
-            max_grad_norm=cfg.max_grad_norm, seed=cfg.seed, logging_steps=cfg.logging_steps,
-            save_strategy="steps" if cfg.save_steps else "no", save_steps=cfg.save_steps or 500,
-            save_total_limit=cfg.save_total_limit, dataset_num_proc=cfg.dataset_num_proc,
-            report_to=cfg.report_to, bf16=gpu, use_cpu=not gpu, model_init_kwargs=init, **extra)
-    except ValueError as exc:  # transformers validates scheduler/optimizer names and combinations
-        raise ConfigError(f"sft config: {exc}") from None
+
+def _resume_point(cfg: SftConfig, out_dir: Path) -> str | None:
+    """The checkpoint to resume from: trl's ``resume_from_checkpoint`` as a path, or ``true``/``last`` for the
+    last ``checkpoint-*`` in ``output_dir`` (a restarted job continues; a first run starts afresh)."""
+    value = cfg.resume_from_checkpoint
+    if value is None or str(value).lower() in ("false", "none", ""):
+        return None
+    if str(value).lower() in RESUME_LAST:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(str(out_dir)) if out_dir.is_dir() else None
+    if not Path(value).is_dir():
+        raise ConfigError(f"resume_from_checkpoint: {value} is not a checkpoint folder")
+    return str(value)
 
 
 def run(cfg: SftConfig) -> SftResult:
-    """Audit, train and save; see the module docstring."""
+    """Audit, train and save; see the module docstring. ``cfg`` is trl's ``SFTConfig`` itself, handed to
+    the trainer as it is."""
     from accelerate import PartialState
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTTrainer
 
     harmony = cfg.format == "harmony"
-    if harmony:
-        from training.sft_harmony import audit_harmony, load_harmony_dataset
-
-        examples: Sequence[Any] = load_harmony_dataset(cfg.data)
-    else:
-        examples = load_sft_dataset(cfg.data)
+    examples: Sequence[SftExample] | Sequence[HarmonyExample] = (
+        load_harmony_dataset(cfg.data) if harmony else load_sft_dataset(cfg.data))
     model_path = resolve_model(cfg.model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -575,30 +382,30 @@ def run(cfg: SftConfig) -> SftResult:
         raise ConfigError(f"model {cfg.model!r}: cannot load its tokenizer ({exc})") from None
     if not harmony:
         tokenizer.chat_template = resolve_chat_template(tokenizer, cfg.chat_template)
-    out_dir = Path(cfg.out)
-    args = training_arguments(cfg, out_dir)  # before the audit: a typo in a trainer option fails at once
+    out_dir = Path(cfg.output_dir)
     main_process = PartialState().is_main_process
     if cfg.audit_example >= len(examples):
         raise ConfigError(f"audit_example {cfg.audit_example}: the dataset has {len(examples)} examples")
     echo = print if main_process else None
+    max_length = int(cfg.max_length)
     if harmony:
-        checked, rendered = audit_harmony(examples, tokenizer, cfg.harmony, max_length=cfg.max_length,
+        checked, rendered = audit_harmony(examples, tokenizer, cfg.harmony(), max_length=max_length,  # type: ignore[arg-type]
                                           drop_untrainable=cfg.drop_untrainable, source=cfg.data,
                                           render_index=cfg.audit_example, echo=echo)
         if main_process:
             write_audit(checked, out_dir)
         rows = [{"input_ids": rendered[i][0], "assistant_masks": rendered[i][1]} for i in checked.kept]
     else:
-        checked = audit(examples, tokenizer, max_length=cfg.max_length, drop_untrainable=cfg.drop_untrainable,
+        checked = audit(examples, tokenizer, max_length=max_length, drop_untrainable=cfg.drop_untrainable,  # type: ignore[arg-type]
                         stop_token_ids=_stop_token_ids(model_path, tokenizer), source=cfg.data,
                         template_name=cfg.chat_template, render_index=cfg.audit_example,
                         out_dir=out_dir if main_process else None, echo=echo)
-        rows = [{"messages": examples[i].messages} for i in checked.kept]
-    train = Dataset.from_list(rows)
-    trainer = SFTTrainer(model=model_path, args=args, train_dataset=train, processing_class=tokenizer)
-    check_prepared_dataset(trainer.train_dataset, checked, packing=cfg.packing, max_length=cfg.max_length)
-    resume = get_last_checkpoint(str(out_dir)) if cfg.resume and out_dir.is_dir() else None
-    if cfg.resume and main_process:
+        rows = [{"messages": examples[i].messages} for i in checked.kept]  # type: ignore[union-attr]
+    resume = _resume_point(cfg, out_dir)
+    trainer = SFTTrainer(model=model_path, args=cfg, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer)
+    check_prepared_dataset(trainer.train_dataset, checked, packing=cfg.packing, max_length=max_length)
+    if cfg.resume_from_checkpoint is not None and main_process:
         print(f"sft: resuming from {resume}" if resume else f"sft: no checkpoint in {out_dir}, starting afresh")
     output = trainer.train(resume_from_checkpoint=resume)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -607,8 +414,7 @@ def run(cfg: SftConfig) -> SftResult:
         raise RuntimeError(f"sft: training loss is {loss}; the final model is not saved")
     trainer.save_model(str(out_dir))  # model, tokenizer and its chat template (chat_template.jinja)
     if main_process:
-        (out_dir / "sft_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n",
-                                                 encoding="utf-8")
+        (out_dir / "sft_config.json").write_text(cfg.to_json_string(), encoding="utf-8")
     return SftResult(out=str(out_dir), steps=trainer.state.global_step, final_loss=loss,
                      audit=checked.summary)
 
@@ -619,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 __all__ = ["FORMATS", "KIT_CHAT_TEMPLATE", "Audit", "AuditError", "AuditSummary", "ExampleStats", "SftConfig",
            "SftExample", "SftResult", "audit", "check_prepared_dataset", "load_sft_dataset", "main",
-           "render_mask", "resolve_chat_template", "run", "training_arguments", "write_audit"]
+           "render_mask", "resolve_chat_template", "run", "write_audit"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,7 +38,7 @@ from kit.runtime.protocols.harmony import (
     tool_message,
 )
 from training.common import read_jsonl_numbered
-from training.sft import Audit, AuditError, ExampleStats, conclude_audit, echo_audit, render_mask
+from training.sft_audit import Audit, AuditError, ExampleStats, conclude_audit, echo_audit, render_mask
 
 CHANNELS = ("analysis", "commentary", "final")
 ROLES = ("developer", "user", "assistant", "tool")

@@ -37,6 +37,7 @@ from kit.offline.selection import Candidate, ProblemCandidates, Strategy, scored
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import RewardConfig
 
 META_FILE = "scorer.json"
 """Written next to the model: input format, base model, split and hold-out metrics."""
@@ -136,22 +137,20 @@ def split_problems(problem_ids: Sequence[str], holdout_fraction: float, seed: in
 # --- training ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class TrainSettings:
-    """The trl/transformers knobs of a scorer run (``RewardConfig`` fields of the same names)."""
+def reward_config(output_dir: str | Path, **overrides: Any) -> RewardConfig:
+    """trl's :class:`~trl.RewardConfig` with the kit's scorer settings, for callers without a config file.
 
-    learning_rate: float = 1e-5
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False
-    center_rewards_coefficient: float | None = 0.01
-    """Keeps scores near 0 (trl docs; Eisenstein et al. 2023): σ(score) stays informative in the vote."""
-    warmup_steps: float = 0.0
-    """An int: warm-up steps; a float in [0, 1): a share of all steps (transformers 5 semantics)."""
-    logging_steps: int = 10
-    seed: int = 0
+    ``center_rewards_coefficient`` 0.01 keeps scores near 0 (trl docs; Eisenstein et al. 2023), so
+    σ(score) stays informative in the vote; no checkpoints, no trackers; weights load in float32 (trl's
+    default) and on a GPU bf16 is autocast (pure-bf16 AdamW loses small updates). ``overrides`` are any
+    ``RewardConfig`` keys.
+    """
+    from trl import RewardConfig
+
+    gpu = _gpu()
+    settings: dict[str, Any] = {"use_cpu": not gpu, "bf16": gpu, "center_rewards_coefficient": 0.01,
+                                "report_to": "none", "save_strategy": "no", "seed": 0}
+    return RewardConfig(output_dir=str(output_dir), **{**settings, **overrides})
 
 
 @dataclass
@@ -180,42 +179,42 @@ def _gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def _settings_record(args: RewardConfig) -> dict[str, Any]:
+    """The trainer settings that shape a scorer, for ``scorer.json`` (trl's full dump is ~200 keys)."""
+    keys = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "center_rewards_coefficient", "warmup_steps", "seed", "max_length")
+    return {k: getattr(args, k) for k in keys}
+
+
 def train_scorer(model: str, train: Sequence[ProblemCandidates], out: str | Path, *,
                  holdout: Sequence[ProblemCandidates] = (), fmt: InputFormat = InputFormat(),
-                 settings: TrainSettings | None = None, pairs_per_problem: int = 16,
+                 args: RewardConfig | None = None, pairs_per_problem: int = 16,
                  source: str = "problems", extra_meta: dict[str, Any] | None = None) -> TrainResult:
     """Train an outcome reward model on correct-vs-wrong pairs of ``train`` and save it to ``out``.
 
     ``model`` is a local folder or hub id of a causal LM (or sequence classifier); trl loads it as
     ``AutoModelForSequenceClassification`` with ``num_labels=1`` (a fresh scalar head). The saved folder holds
     the model, its tokenizer and ``scorer.json`` (format, split, metrics); hold-out pair accuracy is measured
-    by reloading it with :class:`Scorer`, i.e. through the exact path selection uses.
+    by reloading it with :class:`Scorer`, i.e. through the exact path selection uses. ``args`` are trl's
+    training settings (default :func:`reward_config`); its ``max_length`` is at least ``fmt.max_length``.
     """
 
     start = time.perf_counter()
-    settings = settings or TrainSettings()
     out = Path(out)
-    pairs = build_pairs(train, pairs_per_problem=pairs_per_problem, seed=settings.seed, source=source)
+    args = args or reward_config(out / "trainer", max_length=fmt.max_length)
+    if args.max_length is not None and args.max_length < fmt.max_length:
+        raise ValueError(f"max_length {args.max_length} of the trainer is below the input format's {fmt.max_length}")
+    pairs = build_pairs(train, pairs_per_problem=pairs_per_problem, seed=args.seed, source=source)
     # heavy imports only once the data is known to be usable: bad input fails in a second
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
+    from trl import RewardTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows = [{"chosen_ids": encode(tokenizer, p.problem, p.chosen, fmt),
              "rejected_ids": encode(tokenizer, p.problem, p.rejected, fmt)} for p in pairs]
-    gpu = _gpu()
-    args = RewardConfig(
-        output_dir=str(out / "trainer"), use_cpu=not gpu, bf16=gpu, max_length=fmt.max_length,
-        learning_rate=settings.learning_rate, num_train_epochs=settings.num_train_epochs,
-        max_steps=settings.max_steps, per_device_train_batch_size=settings.per_device_train_batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
-        gradient_checkpointing=settings.gradient_checkpointing,
-        center_rewards_coefficient=settings.center_rewards_coefficient, warmup_steps=settings.warmup_steps,
-        logging_steps=settings.logging_steps, seed=settings.seed, report_to="none", save_strategy="no",
-    )  # weights load in float32 (trl's default); on a GPU bf16 is autocast (pure-bf16 AdamW loses small updates)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                             processing_class=tokenizer)
     trainer.train()
@@ -228,14 +227,14 @@ def train_scorer(model: str, train: Sequence[ProblemCandidates], out: str | Path
         raise ValueError(f"hold-out problems also in training: {sorted(overlap)[:5]}")
     meta: dict[str, Any] = {"format": asdict(fmt), "base_model": model, "source": source,
                             "train_problems": train_ids, "holdout_problems": hold_ids,
-                            "train_pairs": len(pairs), "settings": asdict(settings), **(extra_meta or {})}
+                            "train_pairs": len(pairs), "settings": _settings_record(args), **(extra_meta or {})}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     del trainer
     hold_pairs: list[Pair] = []
     accuracy = None
     if holdout:
         try:
-            hold_pairs = build_pairs(holdout, pairs_per_problem=pairs_per_problem, seed=settings.seed,
+            hold_pairs = build_pairs(holdout, pairs_per_problem=pairs_per_problem, seed=args.seed,
                                      source=f"{source} (hold-out)")
         except DataError:
             hold_pairs = []
@@ -368,5 +367,5 @@ def cross_fit(model: str, problems: Sequence[ProblemCandidates], out: str | Path
     return [scored[p[0]] for p in problems], results
 
 
-__all__ = ["CHARS_PER_TOKEN_BOUND", "META_FILE", "InputFormat", "Pair", "Scorer", "TrainResult", "TrainSettings",
-           "build_pairs", "cross_fit", "encode", "scorer_strategy", "split_problems", "train_scorer"]
+__all__ = ["CHARS_PER_TOKEN_BOUND", "META_FILE", "InputFormat", "Pair", "Scorer", "TrainResult", "build_pairs", "cross_fit",
+           "encode", "reward_config", "scorer_strategy", "split_problems", "train_scorer"]
