@@ -1,6 +1,7 @@
 # One command each for a fresh Linux machine with Python 3.11 (no GPU needed):
 #   make dryrun   - set up .venv if needed, then run the main job (local dry-run)
-#   make test     - set up .venv if needed, then run the whole test suite
+#   make test     - set up .venv if needed, then run the whole test suite (= bash .ci/run)
+#   make test-fast - the tests not marked slow (under 3 minutes), for the edit loop
 # Variables: PYTHON (interpreter used to create the venv), VENV (its folder), REQUIREMENTS, ARGS.
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -9,7 +10,7 @@ ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aimo-kit-installed
 
-.PHONY: setup dryrun test lint bench clean-venv
+.PHONY: setup dryrun test test-fast lint bench clean-venv
 
 setup: $(STAMP)
 
@@ -23,6 +24,9 @@ dryrun: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

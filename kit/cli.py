@@ -7,13 +7,11 @@ never as a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shlex
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -34,7 +32,7 @@ from kit.runtime.engines.memory import PresetDoesNotFit
 from kit.runtime.engines.vllm_engine import EngineStartError
 from kit.runtime.problems import Problem, default_problems, load_problems
 from kit.runtime.profiles import DEFAULT_PROFILE, PROFILES
-from kit.runtime.run_config import STACKS, SubmissionConfig, stack_of
+from kit.runtime.run_config import STACKS, ResolvedConfig, SubmissionConfig, stack_of
 from kit.runtime.sandbox import SandboxError
 from kit.runtime.schedule import make_policy
 from kit.runtime.throughput import SPEED_PRESETS
@@ -113,17 +111,19 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
 
 
-def dryrun_config(args: argparse.Namespace) -> SubmissionConfig:
-    """The run configuration of a dry-run: ``--config`` (or the defaults) with the given options applied."""
+def dryrun_config(args: argparse.Namespace) -> ResolvedConfig:
+    """The run configuration of a dry-run, resolved once: ``--config`` (or the defaults) with the given
+    options applied (``--out`` is where its records go)."""
     cfg = SubmissionConfig.from_yaml(args.config) if args.config is not None else SubmissionConfig()
     cfg = cfg.with_overrides(profile=args.profile, stack=args.stack, model=args.model, preset=args.preset,
                              engine=args.engine,
                              traces=args.traces, policy=args.policy,
                              difficulty=None if args.difficulty is None else str(args.difficulty),
-                             total_seconds=args.time_limit)
+                             total_seconds=args.time_limit,
+                             records_dir=None if args.out is None else str(args.out))
     changes = {k: v for k, v in (("n_samples", args.samples), ("max_tokens", args.max_tokens),
                                  ("seed", args.seed)) if v is not None}
-    return replace(cfg, solver=replace(cfg.solver_config(), **changes)) if changes else cfg
+    return cfg.resolve().with_solver(**changes)
 
 
 def _logged_problems(path: str) -> list[Problem]:
@@ -218,8 +218,8 @@ def _simulate_defaults(args: argparse.Namespace) -> None:
 def _ours_params(args: argparse.Namespace) -> dict:
     """ours' calibration: the --config's, else the profile's stack's."""
     if args.config is not None:
-        cfg = SubmissionConfig.from_yaml(args.config)
-        return cfg.policy_parameters() if cfg.policy_name() == "ours" else {}
+        resolved = SubmissionConfig.from_yaml(args.config).resolve()
+        return dict(resolved.policy_params) if resolved.policy == "ours" else {}
     return dict(STACKS[stack_of(args.profile)].policy_params)
 
 
@@ -388,15 +388,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _dryrun(args: argparse.Namespace) -> int:
-    cfg = dryrun_config(args)
-    problems, source = _dryrun_problems(args, cfg)
-    if args.out is not None:
-        cfg = replace(cfg, records_dir=str(args.out))
-    opts = DryRunOptions(config=cfg, problems=problems, problem_source=source, out=args.out,
+    resolved = dryrun_config(args)
+    problems, source = _dryrun_problems(args, resolved.config)
+    opts = DryRunOptions(run=resolved, problems=problems, problem_source=source, out=args.out,
                          seed=0 if args.seed is None else args.seed, shuffle=not args.no_shuffle, limit=args.limit,
                          verbose=args.verbose)
-    factory = engine_factory(cfg) if cfg.engine == "replay" else None
-    summary = asyncio.run(run_dryrun(opts, engine_factory=factory))
+    factory = engine_factory(resolved) if resolved.config.engine == "replay" else None
+    summary = run_dryrun(opts, engine_factory=factory)
     return 0 if summary.problems else 1
 
 

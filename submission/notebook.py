@@ -72,10 +72,6 @@ def kit_tarball(include_traces: bool, modules: list[str] | None = None) -> bytes
     return buf.getvalue()
 
 
-def _lines(text: str) -> list[str]:
-    return text.strip("\n").splitlines(keepends=True)
-
-
 HEADER = """# {title}
 
 Offline AIMO submission built by `python -m submission build` from `{config}` (aimo-kit {version}).
@@ -180,17 +176,17 @@ print("GPUs:", gpus or "none")
 
 GATEWAY_CELL = '''# Gateway: rerun -> server.serve(); competition data present -> its local gateway; else kit's LocalGateway.
 from kit.runtime.kaggle import SubmissionConfig, build_predict, run_gateway
-cfg = SubmissionConfig.from_dict(CONFIG["submission"])
-print(cfg)
+run = SubmissionConfig.from_dict(CONFIG["submission"]).resolve()  # resolved once, handed down
+print(run.config)
 engine_factory = None
-if cfg.engine == "replay":  # recorded samples: the simulation layer's engine, embedded for this build
+if run.config.engine == "replay":  # recorded samples: the simulation layer's engine, embedded for this build
     from kit.sim.replay import engine_factory as replay_factory
-    engine_factory = replay_factory(cfg)
-elif cfg.tiny:  # no model: the built-in tiny model (a rehearsal), started by its own factory
+    engine_factory = replay_factory(run)
+elif run.tiny:  # no model: the built-in tiny model (a rehearsal), started by its own factory
     from kit.runtime.tiny_engines import tiny_engine_factory
-    engine_factory = tiny_engine_factory(cfg)
-predict = build_predict(cfg, engine_factory=engine_factory)
-SUBMISSION_PATH = run_gateway(predict, cfg)
+    engine_factory = tiny_engine_factory(run)
+predict = build_predict(run, engine_factory=engine_factory)
+SUBMISSION_PATH = run_gateway(predict, run)
 print("submission:", SUBMISSION_PATH)
 '''
 

@@ -92,14 +92,14 @@ def test_calibrated_ours_wins_where_the_r1_calibration_loses() -> None:
 
 
 def test_a_run_config_carries_the_calibration(tmp_path: Path) -> None:
-    assert SubmissionConfig().policy_parameters() == {"finish_signal": 0.10}  # R1-distill's, measured
-    assert SubmissionConfig(stack="gpt-oss").policy_parameters() == {"finish_signal": -0.24}
-    assert SubmissionConfig(policy="equal").policy_parameters() == {}  # the stack calibrates its own policy only
-    assert SubmissionConfig(policy_params={"finish_signal": 0.3}).policy_parameters() == {"finish_signal": 0.3}
+    assert SubmissionConfig().resolve().policy_params == {"finish_signal": 0.10}  # R1-distill's, measured
+    assert SubmissionConfig(stack="gpt-oss").resolve().policy_params == {"finish_signal": -0.24}
+    assert SubmissionConfig(policy="equal").resolve().policy_params == {}  # the stack calibrates its own policy only
+    assert SubmissionConfig(policy_params={"finish_signal": 0.3}).resolve().policy_params == {"finish_signal": 0.3}
     bad = tmp_path / "bad.yaml"
     bad.write_text("policy_params: {finish_signl: 0.3}\n")
     with pytest.raises(ConfigError, match=r"policy_params: unknown field\(s\) \['finish_signl'\] of policy 'ours'"):
-        make_policy("ours", SubmissionConfig.from_yaml(bad).policy_parameters())
+        make_policy("ours", dict(SubmissionConfig.from_yaml(bad).resolve().policy_params))
 
 
 def test_simulate_tune_on_a_log_writes_the_config_the_dryrun_runs(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_ours_keeps_the_solvers_entropy_vote(tmp_path: Path) -> None:
         return Completion(tuple(ids), logprobs=tuple(top for _ in ids))
 
     cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay",
-                           solver=replace(AIMO3_SOLVER, n_samples=3, early_stop=False))
+                           solver=replace(AIMO3_SOLVER, n_samples=3, early_stop=False)).resolve()
 
     async def run() -> int:
         session = await Session.open(cfg, engine_factory=lambda: ScriptedEngine(script), n_problems=1)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from kit.cli import main
@@ -41,6 +42,13 @@ def test_default_dryrun_tiny_model_answers_all_reference_problems(tmp_path: Path
     assert summary["tokens"] == sum(p["tokens"] for p in problems)
     assert read_events(tmp_path / "records.jsonl", "run_end")
     assert "Traceback" not in proc.stderr
+    # it is the submission's predict, served by the local gateway: every reply sound, the submission written
+    assert summary["violations"] == [] and not read_events(tmp_path / "records.jsonl", "kaggle_error")
+    assert [c["problem_id"] for c in read_events(tmp_path / "records.jsonl", "kaggle_call")] == \
+        [r["id"] for r in summary["rows"]]
+    sub = pl.read_parquet(tmp_path / "submission.parquet")
+    assert dict(zip(sub["id"], sub["answer"], strict=True)) == {r["id"]: r["answer"] for r in summary["rows"]}
+    assert all(0 <= a <= 999 for a in sub["answer"])
 
 
 @pytest.mark.slow

@@ -128,8 +128,8 @@ def test_predicts_timeout_path_still_gets_the_samples_and_the_problem_recorded(t
 
     cfg = SubmissionConfig(engine="replay", solver=SolverConfig(n_samples=2, max_tokens=200, prompts=(COT,)),
                            records_dir=str(tmp_path), call_margin_seconds=0.5, total_seconds=3600.0)
-    predict = build_predict(cfg, engine_factory=factory, started_at=time.time(),
-                            profile=AIMO2.with_overrides(per_call_seconds=3.0))
+    predict = build_predict(cfg.resolve(AIMO2.with_overrides(per_call_seconds=3.0)), engine_factory=factory,
+                            started_at=time.time())
     try:
         predict("a", ok)
         t0 = time.monotonic()
@@ -154,7 +154,7 @@ def test_start_up_is_counted_from_the_notebooks_first_cell(tmp_path: Path, monke
 
     monkeypatch.setenv("AIMO_KIT_RUN_START", repr(time.time() - 300.0))  # the first cell ran 5 minutes ago
     cfg = SubmissionConfig(engine="replay", records_dir=str(tmp_path), total_seconds=3600.0,
-                           solver=SolverConfig(n_samples=2, max_tokens=1000, prompts=(COT,)))
+                           solver=SolverConfig(n_samples=2, max_tokens=1000, prompts=(COT,))).resolve()
     predict = build_predict(cfg, engine_factory=engine_factory(cfg))
     try:
         predict("x", "Find x.")
@@ -175,7 +175,7 @@ def test_the_bank_never_plans_more_samples_than_the_engine_decodes_at_once(tmp_p
     speed = SpeedModel.l4x4_14b_awq()
     engine = ReplayEngine({problem: ["\\boxed{7}"] * 16}, ReplayConfig(max_num_seqs=3, speed=speed))
     cfg = SubmissionConfig(engine="replay", policy="equal", records_dir=str(tmp_path), total_seconds=3600.0,
-                           solver=SolverConfig(n_samples=16, max_tokens=1000, prompts=(COT,)))
+                           solver=SolverConfig(n_samples=16, max_tokens=1000, prompts=(COT,))).resolve()
     predict = build_predict(cfg, engine_factory=lambda: engine, started_at=time.time())
     try:
         predict("s", problem)
@@ -301,7 +301,7 @@ def test_the_dry_run_is_the_submission_config_plus_overrides(tmp_path: Path) -> 
                       "  solver:\n    n_samples: 6\n    seed: 5\nkaggle: {}\n")
     args = build_parser().parse_args(["dryrun", "--config", str(config), "--samples", "3"])
     cfg = dryrun_config(args)
-    assert (cfg.profile, cfg.policy, cfg.total_seconds) == ("aimo3", "equal", 1200.0)  # from the file
+    assert (cfg.profile.name, cfg.policy, cfg.total_seconds) == ("aimo3", "equal", 1200.0)  # from the file
     assert (cfg.solver.n_samples, cfg.solver.seed) == (3, 5)  # overridden / kept
     assert json.loads(json.dumps(cfg.solver.sandbox.preload))  # plain data, as the notebook embeds it
 
@@ -312,7 +312,7 @@ def test_sandbox_problems_reach_the_run_records(tmp_path: Path) -> None:
 
     solver = SolverConfig(n_samples=2, max_tokens=500, prompts=(TIR,), sandbox=SandboxConfig(
         preload=("math", "no_such_module_for_the_sandbox")))
-    cfg = SubmissionConfig(engine="replay", solver=solver, records_dir=str(tmp_path), total_seconds=3600.0)
+    cfg = SubmissionConfig(engine="replay", solver=solver, records_dir=str(tmp_path), total_seconds=3600.0).resolve()
     predict = build_predict(cfg, engine_factory=engine_factory(cfg), started_at=time.time())
     try:
         predict("x", "Find x.")

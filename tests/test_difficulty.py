@@ -35,7 +35,6 @@ from kit.learn.difficulty import (
     targets_frame,
 )
 from kit.offline.runs import read_events
-from kit.offline.tokenizers import ApproxSplitter
 from kit.offline.traces import load_pool
 from kit.runtime.config import ConfigError
 from kit.runtime.records import RunRecorder
@@ -140,7 +139,7 @@ def test_record_targets_texts_and_token_counts(tmp_path: Path) -> None:
     bare = _records(tmp_path / "bare" / "records.jsonl", problems, with_tokens=False)
     with pytest.raises(DataError, match=r"bare/records\.jsonl:\d+: sample event \(problem p1\) has no 'tokens'"):
         problems_from_records(bare)
-    approx = ApproxSplitter()
+    approx = ApproxTokenizer()
     counted = problems_from_records(bare, tokenizer=approx)
     texts = [e["text"] for e in read_events(bare, "sample") if e["problem_id"] == "p1" and e["finish_reason"] == "stop"]
     assert counted[0].samples == tuple((c, approx.count(t)) for c, t in zip((True, False, True, False), texts, strict=True))

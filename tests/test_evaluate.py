@@ -24,7 +24,7 @@ from kit.offline.evaluate import evaluate
 from kit.offline.metrics import maj_at_k, pass_at_k
 from kit.offline.runs import load_pool_run, load_runs
 from kit.offline.selection import problems_from_pool, problems_from_records, selection_problems
-from kit.offline.tokenizers import ApproxSplitter, HFSplitter
+from kit.offline.tokenizers import HFTokenizer
 from kit.runtime.answers import extract_answer
 from kit.runtime.profiles import get_profile
 from kit.runtime.records import RECORD_VERSION, RunRecorder
@@ -296,7 +296,7 @@ def test_budget_curve_reaches_the_uncut_accuracy_and_falls_at_small_budgets(sky_
 
 def test_a_cut_keeps_exactly_budget_tokens(sky_raw) -> None:
     texts = [t for _, _, ts in list(sky_raw.values())[:3] for t in ts[:2]]
-    for text, ends in zip(texts, ApproxSplitter().ends(texts), strict=True):
+    for text, ends in zip(texts, ApproxTokenizer().ends(texts), strict=True):
         assert len(ends) == APPROX.count(text) and ends[-1] == len(text)
         pieces = APPROX.pieces(text)
         for b in (1, 17, 1000):
@@ -339,7 +339,7 @@ def test_the_model_tokenizer_path_cuts_by_real_token_offsets() -> None:
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model())
     run = load_runs(pools=["nemoskills"], tokenizer="tiny")[0]
-    assert isinstance(run.tokenizer, HFSplitter)
+    assert isinstance(run.tokenizer, HFTokenizer)
     sample = run.problems[0].samples[0]
     ids = tok(sample.text, add_special_tokens=False)["input_ids"]
     assert sample.tokens == len(ids)

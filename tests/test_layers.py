@@ -90,7 +90,7 @@ PREDICT_IMPORTS = textwrap.dedent("""
     from kit.runtime.kaggle import SubmissionConfig, build_predict
     from kit.sim.replay import ReplayEngine
     before = set(sys.modules)
-    cfg = SubmissionConfig(engine="replay", records_dir=sys.argv[1], total_seconds=600.0)
+    cfg = SubmissionConfig(engine="replay", records_dir=sys.argv[1], total_seconds=600.0).resolve()
     engine = ReplayEngine({"Find x.": ["\\\\boxed{3}"] * 4})
     predict = build_predict(cfg, engine_factory=lambda: engine, started_at=time.time())
     frame = predict(pl.Series("id", ["a"]), pl.Series("problem", ["Find x."]))

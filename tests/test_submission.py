@@ -50,7 +50,7 @@ def test_build_writes_notebook_without_outputs_and_with_embedded_kit(tmp_path: P
     text = "\n".join(c.source for c in code)
     for needle in ("submission:", "kaggle:", "--no-index", "--find-links", "TRITON_PTXAS_PATH",
                    "VLLM_WORKER_MULTIPROC_METHOD", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                   "build_predict(cfg, engine_factory=engine_factory)", "run_gateway(predict, cfg)",
+                   "build_predict(run, engine_factory=engine_factory)", "run_gateway(predict, run)",
                    "metadata.version"):
         assert needle in text, needle
     # the run's clock starts in the first code cell, before the offline install

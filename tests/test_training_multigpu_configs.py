@@ -1,21 +1,23 @@
-"""The accelerate/DeepSpeed launch configs (training/configs/accelerate/) as accelerate and the HF Trainer
-read them — on a machine with no GPU and no DeepSpeed.
+"""The accelerate/DeepSpeed launch configs (training/configs/accelerate/) as accelerate, DeepSpeed and the HF
+Trainer read them, on a machine with no GPU.
 
-What runs for real here: accelerate's own config loader; ``accelerate launch``'s own argument parsing,
-config validation and DeepSpeed environment preparation (everything before it starts processes); accelerate's
-``DeepSpeedPlugin`` reading that environment and our JSON (including its check that rejects accelerate-side
-settings a DeepSpeed file overrides); transformers' own code that replaces the ``"auto"`` values from the
-trainer's arguments (``HfTrainerDeepSpeedConfig.trainer_config_process``/``_finalize``). Without deepspeed
-installed, transformers gives that class a placeholder base, so the test re-seats transformers' methods on
-the base they have when deepspeed *is* installed (accelerate's ``HfDeepSpeedConfig``) — the same code, the
-same MRO. What cannot run here: DeepSpeed itself (it needs CUDA); its key names are checked against the
-field names of DeepSpeed 0.19.8's own ZeRO config model (list below), which forbids unknown keys.
+What runs for real here: accelerate's own config loader and launch parser; ``accelerate launch`` itself,
+starting two processes (torchrun) in which accelerate's ``DeepSpeedPlugin`` reads the environment the
+launcher prepared and our JSON (including its check that rejects accelerate-side settings a DeepSpeed file
+overrides); transformers' own ``HfTrainerDeepSpeedConfig`` replacing the ``"auto"`` values from the trainer's
+arguments; DeepSpeed 0.19.8's own config parser on the result (its ZeRO model forbids unknown keys; the
+top-level keys it silently ignores are caught by recording which ones it reads). What cannot run here:
+DeepSpeed's engine (it needs CUDA).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,29 +28,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 ACC = ROOT / "training" / "configs" / "accelerate"
 STAGES = {2: ACC / "zero2.yaml", 3: ACC / "zero3.yaml"}
-
-_ZERO_FIELDS = """
-allgather_bucket_size allgather_partitions allgather_sequential compute_grad_norm contiguous_gradients cpu_offload
-cpu_offload_param cpu_offload_use_pin_memory elastic_checkpoint enable_sanity_checks gather_16bit_weights_on_model_save
-ignore_unused_parameters leaf_module legacy_stage1 load_from_fp32_weights log_trace_cache_warnings max_live_parameters
-max_reuse_distance memory_efficient_linear model_persistence_threshold module_granularity_threshold offload_optimizer
-offload_param overlap_comm override_module_apply param_persistence_threshold parameter_alignment
-pipeline_loading_checkpoint prefetch_bucket_size reduce_bucket_size reduce_scatter round_robin_gradients
-save_muon_momentum_buffer_in_memory stage stage3_allgather_sequential stage3_gather_16bit_weights_on_model_save
-stage3_gather_fp16_weights_on_model_save stage3_max_live_parameters stage3_max_reuse_distance
-stage3_model_persistence_threshold stage3_module_granularity_threshold stage3_param_persistence_threshold
-stage3_prefetch_bucket_size stage3_use_all_reduce_for_fetch_params sub_group_size use_all_reduce_for_fetch_params
-use_multi_rank_bucket_allreduce zenflow zero_hpz_partition_size zero_quantized_gradients
-zero_quantized_nontrainable_weights zero_quantized_weights
-"""
-DEEPSPEED_ZERO_KEYS = frozenset(_ZERO_FIELDS.split())
-"""Field names and aliases of ``deepspeed.runtime.zero.config.DeepSpeedZeroConfig`` in DeepSpeed 0.19.8 (a
-pydantic model with ``extra="forbid"``: any other key under ``zero_optimization`` fails DeepSpeed's start)."""
-DEEPSPEED_TOP_KEYS = frozenset({"bf16", "fp16", "zero_optimization", "gradient_accumulation_steps",
-                                "gradient_clipping", "train_batch_size", "train_micro_batch_size_per_gpu",
-                                "wall_clock_breakdown", "optimizer", "scheduler", "steps_per_print"})
-"""Top-level keys DeepSpeed 0.19.8 reads (deepspeed/runtime/constants.py); unknown top-level keys are
-ignored by DeepSpeed, silently, which is why a typo there must be caught here."""
 
 
 def _auto_paths(node: Any, prefix: str = "") -> list[str]:
@@ -74,17 +53,16 @@ def test_accelerate_loads_the_config(stage: int) -> None:
     assert (cfg.num_processes, cfg.num_machines, cfg.use_cpu) == (8, 1, False)
     assert cfg.mixed_precision is None  # precision is the DeepSpeed file's (see the plugin test)
     # `accelerate launch` copies each deepspeed_config key onto its parsed arguments by name; a key that is
-    # not one of its options would be copied and then ignored.
-    options = {a.dest for a in launch_command_parser()._actions}
-    assert set(cfg.deepspeed_config) <= options
+    # not one of its options would be copied and then ignored: each must parse as a launch option
+    argv = [a for k, v in cfg.deepspeed_config.items() for a in (f"--{k}", str(v))]
+    parsed = launch_command_parser().parse_args([*argv, "-m", "training.sft"])  # an unknown option exits
+    assert all(str(getattr(parsed, k)) == str(v) for k, v in cfg.deepspeed_config.items())
     assert _ds_file(stage).is_file()
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_deepspeed_file_uses_known_keys_and_auto_where_the_trainer_fills(stage: int) -> None:
+def test_deepspeed_file_leaves_auto_where_the_trainer_fills(stage: int) -> None:
     ds = json.loads(_ds_file(stage).read_text())
-    assert set(ds) <= DEEPSPEED_TOP_KEYS
-    assert set(ds["zero_optimization"]) <= DEEPSPEED_ZERO_KEYS
     assert ds["zero_optimization"]["stage"] == stage
     assert ds["bf16"] == {"enabled": True} and "fp16" not in ds
     auto = set(_auto_paths(ds))
@@ -99,67 +77,79 @@ def test_deepspeed_file_uses_known_keys_and_auto_where_the_trainer_fills(stage: 
     assert "optimizer" not in ds and "scheduler" not in ds  # the trainer's AdamW and LR schedule are used
 
 
-def _launch_env(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """What ``accelerate launch --config_file F -m training.sft ...`` puts into each process's environment,
-    computed by accelerate's own launch code up to the point where it would start the processes."""
-    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
-    from accelerate.utils.launch import prepare_deepspeed_cmd_env
-
-    monkeypatch.chdir(ROOT)  # the config names its DeepSpeed file relative to the repository root
-    args = launch_command_parser().parse_args(["--config_file", str(config_file), "-m", "training.sft",
-                                               "--config", "training/configs/sft.yaml"])
-    args, defaults, mp_from_config = _validate_launch_command(args)
-    assert args.use_deepspeed and args.num_processes == 8 and args.module
-    fields = list(defaults.deepspeed_config) + (["mixed_precision"] if mp_from_config else [])
-    args.deepspeed_fields_from_accelerate_config = ",".join(fields)  # as launch_command does
-    _, env = prepare_deepspeed_cmd_env(args)
-    return {k: v for k, v in env.items() if k.startswith("ACCELERATE_")}
-
-
-@pytest.mark.parametrize("stage", sorted(STAGES))
-def test_launch_environment_builds_accelerates_deepspeed_plugin(stage: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from accelerate.utils import DeepSpeedPlugin
-
-    env = _launch_env(STAGES[stage], monkeypatch)
-    assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
-    assert Path(env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).resolve() == _ds_file(stage).resolve()
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+PROBE = """
+import json, os
+from accelerate.utils import DeepSpeedPlugin
+out = {"rank": os.environ.get("LOCAL_RANK"), "world": os.environ.get("WORLD_SIZE"),
+       "env": {k: v for k, v in os.environ.items() if k.startswith("ACCELERATE_")}}
+try:
     plugin = DeepSpeedPlugin()
-    assert plugin.zero_stage == stage and plugin.hf_ds_config.is_zero3() == (stage == 3)
-    assert plugin.zero3_init_flag == (stage == 3)  # ZeRO-3: each rank loads only its shard of the weights
-    assert plugin.gradient_accumulation_steps == "auto"  # left for the trainer (next test)
+    out.update(stage=plugin.zero_stage, zero3=plugin.hf_ds_config.is_zero3(), init=plugin.zero3_init_flag,
+               accumulation=plugin.gradient_accumulation_steps)
+except ValueError as exc:
+    out["error"] = str(exc)
+print("PROBE" + json.dumps(out))
+"""
 
 
-def test_accelerate_refuses_mixed_precision_beside_a_deepspeed_file(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def _launch(config_file: Path, tmp_path: Path) -> list[dict]:
+    """``accelerate launch --config_file F --num_processes 2 -m probe`` for real (torchrun, two CPU processes);
+    what accelerate's DeepSpeedPlugin made of it in each process."""
+    (tmp_path / "probe.py").write_text(textwrap.dedent(PROBE))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file", str(config_file),
+                           "--num_processes", "2", "-m", "probe"], cwd=ROOT,  # the config names its file from here
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    probes = [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("PROBE")]
+    assert sorted(p["rank"] for p in probes) == ["0", "1"] and {p["world"] for p in probes} == {"2"}
+    return probes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_accelerate_launch_builds_the_deepspeed_plugin_in_every_process(stage: int, tmp_path: Path) -> None:
+    for probe in _launch(STAGES[stage], tmp_path):
+        env = probe["env"]
+        assert env["ACCELERATE_USE_DEEPSPEED"] == "true"
+        assert (ROOT / env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]).resolve() == _ds_file(stage).resolve()
+        assert "error" not in probe, probe["error"]
+        assert probe["stage"] == stage and probe["zero3"] == (stage == 3)
+        assert probe["init"] == (stage == 3)  # ZeRO-3: each rank loads only its shard of the weights
+        assert probe["accumulation"] == "auto"  # left for the trainer (next test)
+
+
+@pytest.mark.slow
+def test_accelerate_refuses_mixed_precision_beside_a_deepspeed_file(tmp_path: Path) -> None:
     """Why zero*.yaml have no mixed_precision: accelerate rejects it with a DeepSpeed file."""
-    from accelerate.utils import DeepSpeedPlugin
-
     cfg = yaml.safe_load(STAGES[3].read_text())
     cfg["mixed_precision"] = "bf16"
     cfg["deepspeed_config"]["deepspeed_config_file"] = str(_ds_file(3))
     variant = tmp_path / "zero3_bf16.yaml"
     variant.write_text(yaml.safe_dump(cfg))
-    for k, v in _launch_env(variant, monkeypatch).items():
-        monkeypatch.setenv(k, v)
-    with pytest.raises(ValueError, match="will be ignored"):
-        DeepSpeedPlugin()
+    for probe in _launch(variant, tmp_path):
+        assert "will be ignored" in probe.get("error", ""), probe
 
 
-def _trainer_ds_config_class() -> type:
-    """transformers' ``HfTrainerDeepSpeedConfig`` methods on accelerate's ``HfDeepSpeedConfig``, the base they
-    run on when deepspeed is installed (transformers.integrations.deepspeed)."""
-    from accelerate.utils.deepspeed import HfDeepSpeedConfig
-    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig as Hf
+class _Reads(dict):
+    """A config dict that notes every top-level key read from it: DeepSpeed ignores unknown top-level keys
+    silently, so a typo there shows only as a key it never read."""
 
-    def __init__(self: Any, config: dict) -> None:
-        HfDeepSpeedConfig.__init__(self, config)
-        self._dtype, self.mismatches = None, []
+    def __init__(self, data: dict) -> None:
+        super().__init__(data)
+        self.read: set[str] = set()
 
-    methods = {n: Hf.__dict__[n] for n in ("dtype", "is_auto", "fill_match", "fill_only", "trainer_config_process",
-                                           "trainer_config_finalize")}
-    return type("TrainerDeepSpeedConfig", (HfDeepSpeedConfig,), {"__init__": __init__, **methods})
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(key)  # type: ignore[arg-type]
+        return super().__contains__(key)
 
 
 _Model = SimpleNamespace(config=SimpleNamespace(hidden_size=3584))
@@ -169,11 +159,13 @@ _Model = SimpleNamespace(config=SimpleNamespace(hidden_size=3584))
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_trainer_fills_every_auto_value(stage: int, tmp_path: Path) -> None:
     import torch
+    from deepspeed.runtime.config import DeepSpeedConfig
     from transformers import TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=8,
                              max_grad_norm=0.5, bf16=True, use_cpu=True, report_to="none")
-    ds = _trainer_ds_config_class()(json.loads(_ds_file(stage).read_text()))
+    ds = HfTrainerDeepSpeedConfig(json.loads(_ds_file(stage).read_text()))
     ds.trainer_config_process(args)
     ds.trainer_config_finalize(args, _Model, num_training_steps=100)
     assert _auto_paths(ds.config) == []
@@ -185,9 +177,21 @@ def test_trainer_fills_every_auto_value(stage: int, tmp_path: Path) -> None:
     assert ds.dtype() == torch.bfloat16
     if stage == 3:
         assert ds.config["zero_optimization"]["stage3_param_persistence_threshold"] == 10 * 3584
+    # DeepSpeed's own parser takes the filled config (its ZeRO model forbids unknown keys) and reads every
+    # top-level key we set
+    filled = _Reads(ds.config)
+    parsed = DeepSpeedConfig(filled)
+    assert parsed.zero_optimization_stage == stage and parsed.train_batch_size == 2 * 8 * args.world_size
+    assert set(ds.config) <= filled.read, set(ds.config) - filled.read
+    typo = {**ds.config, "zero_optimization": {**ds.config["zero_optimization"], "overlap_com": True}}
+    with pytest.raises(ValueError, match="overlap_com"):
+        DeepSpeedConfig(typo)
+    top_typo = _Reads({**ds.config, "gradient_cliping": 1.0})
+    DeepSpeedConfig(top_typo)
+    assert "gradient_cliping" not in top_typo.read  # what the check above would catch
     # bf16 is pinned (not "auto"): a trainer that is not in bf16 is a loud mismatch, not a silent fp32 run.
     fp32 = TrainingArguments(output_dir=str(tmp_path), bf16=False, use_cpu=True, report_to="none")
-    ds = _trainer_ds_config_class()(json.loads(_ds_file(stage).read_text()))
+    ds = HfTrainerDeepSpeedConfig(json.loads(_ds_file(stage).read_text()))
     ds.trainer_config_process(fp32)
     with pytest.raises(ValueError, match=r"bf16\.enabled=True vs hf bf16"):
         ds.trainer_config_finalize(fp32, _Model, num_training_steps=100)

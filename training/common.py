@@ -152,7 +152,7 @@ def _load_trl_config(cls: type[C], path: str | Path, overrides: Sequence[str]) -
         keys = [t[2:].split("=")[0] for t in rest if t.startswith("--")] or list(rest)
         if keys:
             raise ConfigError(f"{where}: unknown key {keys[0]!r}{_near(keys[0], known)}: not a field of "
-                              f"{cls.__name__} (python -m {cls.__module__} --help lists them)")
+                              f"{cls.__name__} (--help lists them)")
     return cfg
 
 

@@ -23,7 +23,7 @@ tokenizer is needed to curate.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import json
 import re
 from collections import Counter, defaultdict
@@ -269,14 +269,14 @@ def load_any(path: str | Path, kind: str = "auto", source: str | None = None,
 
 # --- verification -------------------------------------------------------------------------------------
 
-_GRADE_CACHE: dict[tuple[str, str], bool] = {}
-
-
 def _grade_cached(text: str, answer: str) -> bool:
-    key = (hashlib.sha1(text.encode("utf-8", "replace")).hexdigest(), answer)
-    if key not in _GRADE_CACHE:
-        _GRADE_CACHE[key] = bool(grade(extract_answer(text), answer))
-    return _GRADE_CACHE[key]
+    """Whether a solution's answer matches the gold (math-verify, the slow part, cached on the pair)."""
+    return _grade_pair(extract_answer(text), answer)
+
+
+@functools.lru_cache(maxsize=65536)
+def _grade_pair(predicted: str | None, answer: str) -> bool:
+    return bool(grade(predicted, answer))
 
 
 def verify(df: pl.DataFrame) -> pl.DataFrame:
@@ -329,10 +329,6 @@ def normalise(text: str) -> str:
 def ngrams(text: str, n: int) -> set[int]:
     words = _WORD.findall(text.lower())
     return {hash(" ".join(words[i : i + n])) for i in range(len(words) - n + 1)}
-
-
-def _jaccard(a: set, b: set) -> float:
-    return len(a & b) / len(a | b) if a and b else 0.0
 
 
 # --- decontamination ----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import polars as pl
 from rich import progress
 
 from kit.offline.attempt_logs import LoggedAttempt, is_attempt_log, read_attempt_log
-from kit.offline.tokenizers import ApproxSplitter, TokenSplitter, own_tokenizer, resolve_tokenizer
+from kit.offline.tokenizers import TokenSplitter, own_tokenizer, resolve_tokenizer
 from kit.offline.traces import load_pool
 from kit.runtime.answers import extract_answer
 from kit.runtime.jsonl import json_lines
@@ -39,6 +39,7 @@ from kit.runtime.protocols.tir import output_blocks, output_shows_error
 from kit.runtime.records import RECORD_VERSION
 from kit.runtime.results import DONE_REASONS
 from kit.runtime.sandbox.result import OK_STATUSES
+from kit.runtime.tokens import ApproxTokenizer
 from kit.runtime.voting import Vote, majority
 
 if TYPE_CHECKING:
@@ -311,11 +312,12 @@ def load_records_run(path: str | Path, *, tokenizer: TokenSplitter | None = None
     if recounted:
         notes.append(f"{recounted} samples had no token count: recounted with {tokenizer.name}")  # type: ignore[union-attr]
     known = {**_problem_texts(start, [e for _, e in problem_events]), **(texts or {})}
+    golds = _dryrun_golds(events)
     last = {str(e.get("problem_id")): (i, e) for i, e in problem_events}  # a retried problem: its last answer
     if len(last) < len(problem_events):
         notes.append(f"{len(problem_events) - len(last)} problem(s) answered again after an engine restart: "
                      "the last answer counts, every attempt's samples are kept")
-    problems = [_problem_of(e, where_of(i), known, samples) for i, e in problem_events
+    problems = [_problem_of(e, where_of(i), known, samples, golds) for i, e in problem_events
                 if last.get(str(e.get("problem_id")), (None,))[0] == i]
     if samples:
         notes.append(f"left out {len(samples)} problem(s) with samples but no problem event (run stopped "
@@ -328,14 +330,26 @@ def load_records_run(path: str | Path, *, tokenizer: TokenSplitter | None = None
                problems=problems, model=model, notes=notes)
 
 
+def _dryrun_golds(events: Sequence[dict]) -> dict[str, int]:
+    """The golds a dry-run knew (its ``dryrun`` event): ``predict`` is never told them, as on Kaggle, so its
+    problem events carry none."""
+    golds: dict[str, int] = {}
+    for e in events:
+        if e.get("event") == "dryrun" and isinstance(e.get("golds"), dict):
+            golds.update({str(k): v for k, v in e["golds"].items() if isinstance(v, int) and not isinstance(v, bool)})
+    return golds
+
+
 def _problem_of(e: dict, where: Callable[[], str], texts: Mapping[str, str],
-                samples: dict[str, list[EvalSample]]) -> EvalProblem:
-    """One ``problem`` event as an :class:`EvalProblem`, taking its samples out of ``samples``."""
+                samples: dict[str, list[EvalSample]], golds: Mapping[str, int]) -> EvalProblem:
+    """One ``problem`` event as an :class:`EvalProblem`, taking its samples out of ``samples``; its gold is
+    the event's, else the dry-run's (``golds``)."""
     pid = str(_check(e, "problem_id", (str, int), where))
+    gold = _check(e, "gold", (int,), where, optional=True)
     return EvalProblem(
         problem_id=pid,
         problem=texts.get(pid, ""),
-        gold=_check(e, "gold", (int,), where, optional=True),
+        gold=gold if gold is not None else golds.get(pid),
         selected=_check(e, "answer", (int,), where),
         samples=samples.pop(pid, []),
         tokens=_check(e, "tokens", (int,), where, optional=True) or 0,
@@ -369,7 +383,7 @@ def load_pool_run(pool: str | Path, *, profile: Profile | str | None = None,
     if is_attempt_log(pool, columns):
         return logged_run(pool, profile=profile, columns=columns, name=name)
     prof = get_profile(profile)
-    tok = tokenizer or ApproxSplitter()
+    tok = tokenizer or ApproxTokenizer()
     recorded = load_pool(pool)
     ends: list[np.ndarray] = []
     step = 16

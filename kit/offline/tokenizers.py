@@ -2,7 +2,7 @@
 
 One interface (:class:`TokenSplitter`: ``count`` a text, or the character offsets where its tokens end)
 with two implementations: the kit's approximate tokenizer (:class:`kit.runtime.tokens.ApproxTokenizer`,
-what the replay engine and the simulator count with) and a model's own fast tokenizer. Every offline
+what the replay engine and the simulator count with) and a model's own fast tokenizer (:class:`HFTokenizer`). Every offline
 reader, the budget curve and the difficulty targets count through it.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -32,28 +31,7 @@ class TokenSplitter(Protocol):
     def count(self, text: str) -> int: ...
 
 
-@dataclass
-class ApproxSplitter:
-    """:class:`kit.runtime.tokens.ApproxTokenizer` (the replay engine's and simulator's counts) with offsets."""
-
-    name: str = "approx"
-
-    def __post_init__(self) -> None:
-        self._tok = ApproxTokenizer()
-        self.identity = f"approx:{self._tok.max_letters}:{self._tok.max_punct}"
-
-    def count(self, text: str) -> int:
-        return self._tok.count(text)
-
-    def ends(self, texts: Sequence[str]) -> list[np.ndarray]:
-        out = []
-        for text in texts:
-            pieces = self._tok.regex.findall(text)  # pieces concatenate back to the text
-            out.append(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)).cumsum())
-        return out
-
-
-class HFSplitter:
+class HFTokenizer:
     """A model's own (fast) tokenizer; offsets come from the Rust backend in batches."""
 
     def __init__(self, path: str | Path, name: str | None = None) -> None:
@@ -85,13 +63,13 @@ class HFSplitter:
 def resolve_tokenizer(spec: str | Path) -> TokenSplitter:
     """``approx`` (kit.runtime.tokens.ApproxTokenizer), ``tiny`` (the built-in tiny model's) or a tokenizer folder."""
     if str(spec) == "approx":
-        return ApproxSplitter()
+        return ApproxTokenizer()
     if str(spec) == "tiny":
-        return HFSplitter(build_tiny_model(), name="tiny")
+        return HFTokenizer(build_tiny_model(), name="tiny")
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"tokenizer not found: {path} (use approx, tiny or a model/tokenizer folder)")
-    return HFSplitter(path)
+    return HFTokenizer(path)
 
 
 def own_tokenizer(model: str | None) -> TokenSplitter | None:
@@ -99,8 +77,8 @@ def own_tokenizer(model: str | None) -> TokenSplitter | None:
     if not model:
         return None
     if model.startswith("replay:"):
-        return ApproxSplitter()  # the replay engine counts with ApproxTokenizer
+        return ApproxTokenizer()  # the replay engine counts with ApproxTokenizer
     path = Path(model)
     if path.is_dir() and any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
-        return HFSplitter(path)
+        return HFTokenizer(path)
     return None

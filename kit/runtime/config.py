@@ -144,8 +144,3 @@ def read_json(path: str | Path) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """A dataclass as plain data (for records and YAML dumps)."""
-    return dataclasses.asdict(obj)

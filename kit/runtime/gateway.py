@@ -16,16 +16,16 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from kit.runtime.problems import default_problems, problems_path
+from kit.runtime.problems import Problem, default_problems, problems_path
 from kit.runtime.profiles import Profile, get_profile
-from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.run_config import ResolvedConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,23 +61,28 @@ class GatewayReport:
 class LocalGateway:
     """Our gateway, to the AIMO2 contract (docs/design.md "Kaggle gateway"), stricter than Kaggle's about what it checks."""
 
-    def __init__(self, csv_path: str | Path, *, profile: str | Profile = "aimo2", seed: int = 0,
-                 per_call_seconds: float | None = None, out_dir: str | Path = ".") -> None:
-        self.csv_path = Path(csv_path)
+    def __init__(self, source: str | Path | pl.DataFrame, *, profile: str | Profile = "aimo2", seed: int = 0,
+                 shuffle: bool = True, per_call_seconds: float | None = None, out_dir: str | Path = ".") -> None:
+        self.source = source if isinstance(source, pl.DataFrame) else Path(source)
         self.profile = get_profile(profile)
         self.seed = seed
+        self.shuffle = shuffle
         self.per_call_seconds = per_call_seconds if per_call_seconds is not None else self.profile.per_call_seconds
         self.out_dir = Path(out_dir)
 
     def rows(self) -> Any:
-        """The CSV as polars reads it, rows shuffled with the seed."""
+        """The rows to serve (a CSV as polars reads it, or the frame given), shuffled with the seed."""
 
-        df = pl.read_csv(self.csv_path, encoding="utf8-lossy")
+        df = self.source if isinstance(self.source, pl.DataFrame) else pl.read_csv(self.source, encoding="utf8-lossy")
+        if not self.shuffle:
+            return df
         order = list(range(df.height))
         random.Random(self.seed).shuffle(order)
         return df[order]
 
-    def run(self, predict: Callable[..., Any]) -> GatewayReport:
+    def run(self, predict: Callable[..., Any], on_row: Callable[[GatewayRow], None] | None = None) -> GatewayReport:
+        """Serve every row to ``predict`` in turn, check each reply, write ``submission.parquet``;
+        ``on_row`` sees each row's verdict as soon as it is known (the dry-run's progress lines)."""
 
         if getattr(predict, "__name__", None) != "predict":
             raise ValueError(f"the gateway looks the listener up by name: it must be 'predict', "
@@ -112,6 +117,8 @@ class LocalGateway:
             correct = None if gold is None else (not errors and answer == gold)
             report.rows.append(GatewayRow(id=in_id, answer=answer, seconds=round(seconds, 4), valid=not errors,
                                           error="; ".join(errors) or None, gold=gold, correct=correct))
+            if on_row is not None:
+                on_row(report.rows[-1])
         report.total_seconds = round(time.monotonic() - t_run, 4)
         if has_gold:
             report.scored = sum(r.gold is not None for r in report.rows)
@@ -157,6 +164,15 @@ class LocalGateway:
         return None if errors else int(value)
 
 
+def problems_frame(problems: Sequence[Problem]) -> pl.DataFrame:
+    """Problems as the gateway's CSV would hold them: ``id``, ``problem`` and, when any is known, ``answer``."""
+    columns: dict[str, pl.Series] = {"id": pl.Series("id", [p.id for p in problems], dtype=pl.String),
+                                     "problem": pl.Series("problem", [p.problem for p in problems], dtype=pl.String)}
+    if any(p.answer is not None for p in problems):
+        columns["answer"] = pl.Series("answer", [p.answer for p in problems], dtype=pl.String)
+    return pl.DataFrame(columns)
+
+
 # ----------------------------------------------------------------------------------------------------
 # Serving
 
@@ -188,9 +204,9 @@ def kaggle_test_csv(competition_dir: str | Path | None) -> Path | None:
     return test_csv if (comp / "kaggle_evaluation").is_dir() and test_csv.is_file() else None
 
 
-def run_gateway(predict: Callable[..., Any], config: SubmissionConfig) -> Path:
+def run_gateway(predict: Callable[..., Any], resolved: ResolvedConfig) -> Path:
     """Serve ``predict`` the right way for where we run; returns the ``submission.parquet`` path."""
-    profile = get_profile(config.profile)
+    config, profile = resolved.config, resolved.profile
     comp = config.resolved_competition_dir()
     if os.environ.get("KAGGLE_IS_COMPETITION_RERUN"):
         cls = _gateway_class(profile, comp)

@@ -1,7 +1,8 @@
 """The Kaggle side of a submission: ``predict`` for the gateway.
 
-:func:`build_predict` turns a :class:`~kit.runtime.run_config.SubmissionConfig` into the function the
-Kaggle gateway calls (``predict.__name__ == "predict"``). The :class:`~kit.runtime.session.Session`
+:func:`build_predict` turns a :class:`~kit.runtime.run_config.ResolvedConfig` into the function the
+Kaggle gateway calls (``predict.__name__ == "predict"``). The local dry-run (:mod:`kit.runtime.dryrun`)
+drives the same ``predict`` through the local gateway: one driver, the same timeouts and abandon path. The :class:`~kit.runtime.session.Session`
 (engine, sandbox, solver, time bank) opens lazily on the first call, which has no deadline; all async work
 runs on one persistent event loop in a background thread (vLLM's async engine needs one loop for its whole
 life) and ``predict`` waits for a problem at most until its deadline + a margin, never past the per-call
@@ -27,6 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,11 @@ import polars as pl
 
 from kit.runtime.engines.base import EngineFactory
 from kit.runtime.gateway import GatewayImportError, GatewayReport, GatewayRow, LocalGateway, run_gateway
-from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.records import RunRecorder
-from kit.runtime.run_config import SubmissionConfig, run_start
-from kit.runtime.session import Session
+from kit.runtime.results import ProblemResult
+from kit.runtime.run_config import ResolvedConfig, SubmissionConfig, run_start
+from kit.runtime.schedule import Policy
+from kit.runtime.session import Log, Session
 
 log = logging.getLogger(__name__)
 
@@ -88,26 +91,53 @@ async def _signalling(coro: Coroutine[Any, Any, Any], finished: threading.Event)
         finished.set()
 
 
+def _engine_log(message: str) -> None:
+    log.info("engine: %s", message)
+
+
+@dataclass(frozen=True)
+class CallReport:
+    """One answered problem as ``predict`` decided it (the dry-run prints it beside the gateway's row)."""
+
+    problem_id: str
+    answer: int
+    how: str
+    """How the answer was decided: the solver's reason, or why the fallback or the timeout vote answered."""
+    seconds: float
+    result: ProblemResult | None
+    """The solve's result (also a cancelled one's, after a timeout); None when no solve ran."""
+
+
 class _Runner:
     """State behind one ``predict``: the lazily opened session, failures remembered, records."""
 
-    def __init__(self, config: SubmissionConfig, *, engine_factory: EngineFactory | None,
-                 started_at: float, started_from: str, profile: Profile | None) -> None:
-        self.config = config
-        self.profile = profile or get_profile(config.profile)
+    def __init__(self, resolved: ResolvedConfig, *, engine_factory: EngineFactory | None,
+                 started_at: float, started_from: str, n_problems: int | None = None,
+                 policy: Policy | None = None, log: Log | None = None) -> None:
+        self.resolved = resolved
+        self.config = resolved.config
+        self.profile = resolved.profile
         self.engine_factory = engine_factory
         self.started_at = started_at
         self.started_from = started_from
+        self.n_problems = n_problems
+        self.policy = policy
+        self.log: Log = log or _engine_log
+        self.last_call: CallReport | None = None
+        self.restore_signal: Callable[[], None] | None = None
         self.lock = threading.Lock()
         self.loop: _LoopThread | None = None
         self.session: Session | None = None
         self.start_error: str | None = None
+        self.start_exception: BaseException | None = None
+        """Why the session did not open (the dry-run raises it: a rehearsal stops where ``predict`` answers
+        the fallback)."""
         self.calls = 0
         self.closed = False
         self.in_flight: tuple[concurrent.futures.Future, threading.Event, str] | None = None
         """The solve ``predict`` is waiting for (its future, its finished flag, the problem id)."""
         # never raises: an unwritable records path falls back to the working directory (docs/reliability.md)
-        self.recorder: RunRecorder | None = RunRecorder(Path(config.records_dir) / "records.jsonl")
+        self.recorder: RunRecorder | None = RunRecorder(Path(self.config.records_dir) / "records.jsonl")
 
     # --- records ------------------------------------------------------------------------------
 
@@ -140,9 +170,9 @@ class _Runner:
             if self.loop is None:
                 self.loop = _LoopThread()
             self.session = self.loop.submit(Session.open(
-                self.config, engine_factory=self.engine_factory, recorder=self.recorder, profile=self.profile,
+                self.resolved, engine_factory=self.engine_factory, recorder=self.recorder,
                 started_at=self.started_at, started_from=self.started_from, strict=False,
-                log=lambda msg: log.info("engine: %s", msg))).result()
+                n_problems=self.n_problems, policy=self.policy, log=self.log)).result()
             bank = self.session.bank.state
             log.info("predict ready: %s, start-up %.1f s (counted from %s), %.0f s left in the bank",
                      self.session.model, self.session.startup_seconds, self.started_from, bank.end - bank.start)
@@ -151,6 +181,7 @@ class _Runner:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             self.start_error = f"{type(exc).__name__}: {exc}"
+            self.start_exception = exc
             self.failure("engine start failed; every call answers the fallback", problem_id, exc)
             return False
 
@@ -249,10 +280,13 @@ class _Runner:
                 session.sandbox.shutdown()
         self.close(reason=f"signal {signum}", engine_timeout=5.0)
 
-    def close(self, reason: str = "closed", engine_timeout: float = 60.0) -> None:
+    def close(self, reason: str = "closed", engine_timeout: float = 60.0, **fields: Any) -> None:
+        """Close the session and the loop and write ``run_end`` (with ``fields``); idempotent."""
         if self.closed:
             return
         self.closed = True
+        if self.restore_signal is not None:
+            self.restore_signal()
         if self.loop is not None and self.session is not None:
             try:
                 self.loop.submit(self.session.close()).result(timeout=engine_timeout)
@@ -263,7 +297,7 @@ class _Runner:
         rec = self.recorder
         self.record("run_end", kind="kaggle", calls=self.calls, reason=reason,
                     records_degraded=None if rec is None else rec.degraded,
-                    records_lost=0 if rec is None else rec.failures)
+                    records_lost=0 if rec is None else rec.failures, **fields)
         if rec is not None:
             rec.close()
 
@@ -310,23 +344,27 @@ def _frame(ids: Any, rows: list[tuple[Any, Any]], answers: list[int]) -> Any:
     return pl.DataFrame({"id": id_col, "answer": pl.Series("answer", [int(a) for a in answers], dtype=pl.Int64)})
 
 
-def build_predict(config: SubmissionConfig, *, engine_factory: EngineFactory | None = None,
-                  started_at: float | None = None, profile: Profile | None = None) -> Callable[..., Any]:
-    """The gateway's ``predict`` for ``config`` (see the module docstring). Never raises.
+def build_predict(resolved: ResolvedConfig, *, engine_factory: EngineFactory | None = None,
+                  started_at: float | None = None, n_problems: int | None = None, policy: Policy | None = None,
+                  engine_log: Log | None = None) -> Callable[..., Any]:
+    """The gateway's ``predict`` for the run ``resolved`` (see the module docstring). Never raises.
 
     ``engine_factory`` (a callable returning an Engine or an awaitable of one, called on the loop thread)
-    starts an engine other than the configured vLLM one (replay: ``kit.sim.replay.engine_factory(config)``);
+    starts an engine other than the configured vLLM one (replay: ``kit.sim.replay.engine_factory(resolved)``);
     ``started_at`` (``time.time()``) replaces the run's start (default: ``$AIMO_KIT_RUN_START``, else the
-    import of this module); ``profile`` replaces ``config.profile``'s Profile (e.g. a short per-call limit).
-    The returned function has ``.close()`` (session, loop, records) and ``.runner``.
+    import of this module); ``n_problems`` tells the time bank how many problems come (default: the
+    profile's); ``policy`` is a time policy already loaded (the dry-run loads it strictly first); ``engine_log``
+    receives the engine's start-up lines (default: this module's logger).
+    The returned function has ``.close()`` (session, loop, records), ``.start()`` (open the session now;
+    whether it opened) and ``.runner``.
     """
     warning = None
     if started_at is None:
         started_at, started_from, warning = run_start(PROCESS_START)
     else:
         started_from = "build_predict(started_at=...)"
-    runner = _Runner(config, engine_factory=engine_factory, started_at=started_at, started_from=started_from,
-                     profile=profile)
+    runner = _Runner(resolved, engine_factory=engine_factory, started_at=started_at, started_from=started_from,
+                     n_problems=n_problems, policy=policy, log=engine_log)
     if warning is not None:
         runner.record("warning", what="run start", error=warning)
 
@@ -366,25 +404,30 @@ def build_predict(config: SubmissionConfig, *, engine_factory: EngineFactory | N
             runner.failure("unexpected error", id_value, exc)
             answer, how = fb, "fallback: unexpected error"
         seconds = time.monotonic() - call_start
+        session = runner.session
+        last = session.last if session is not None else None
+        runner.last_call = CallReport(str(id_value), answer, how, seconds,
+                                      last if last is not None and last.problem_id == str(id_value) else None)
         runner.record("kaggle_call", problem_id=str(id_value), answer=answer, how=how, seconds=round(seconds, 3),
                       call=runner.calls)
         log.info("predict %r -> %d (%s) in %.1f s", id_value, answer, how, seconds)
         return answer
 
-    _on_sigterm(runner)
+    runner.restore_signal = _on_sigterm(runner)
     predict.__name__ = "predict"
     predict.__qualname__ = "predict"
     predict.runner = runner  # type: ignore[attr-defined]
     predict.close = runner.close  # type: ignore[attr-defined]
+    predict.start = lambda: runner.ensure_started(None)  # type: ignore[attr-defined]
     return predict
 
 
-def _on_sigterm(runner: _Runner) -> None:
+def _on_sigterm(runner: _Runner) -> Callable[[], None] | None:
     """SIGTERM records the run's end before the process goes (:meth:`_Runner.terminate`), then lets the
-    previous handler (or the default: exit) act. Signal handlers belong to the main thread: elsewhere this
-    is skipped."""
+    previous handler (or the default: exit) act. Returns what puts the previous handler back (``close``
+    calls it). Signal handlers belong to the main thread: elsewhere this is skipped."""
     if threading.current_thread() is not threading.main_thread():
-        return
+        return None
     previous = signal.getsignal(signal.SIGTERM)
 
     def handler(signum: int, frame: Any) -> None:
@@ -397,13 +440,21 @@ def _on_sigterm(runner: _Runner) -> None:
 
     signal.signal(signal.SIGTERM, handler)
 
+    def restore() -> None:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is handler:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+    return restore
+
 
 __all__ = [
     "PROCESS_START",
+    "CallReport",
     "GatewayImportError",
     "GatewayReport",
     "GatewayRow",
     "LocalGateway",
+    "ResolvedConfig",
     "SubmissionConfig",
     "build_predict",
     "run_gateway",

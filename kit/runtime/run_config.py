@@ -13,11 +13,12 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from kit.runtime.config import ConfigError, from_dict, read_yaml
+from kit.runtime.config import from_dict, read_yaml
 from kit.runtime.kaggle_paths import KAGGLE_INPUT, find_input
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.solver_config import AIMO3_SOLVER, TINY_AIMO3_SOLVER, TINY_SOLVER, SolverConfig
@@ -130,14 +131,12 @@ class SubmissionConfig:
     def from_yaml(cls, path: str | Path, section: str | None = None) -> SubmissionConfig:
         """A YAML file: a build config's ``submission:`` section when the file has one (or when ``section``
         names it), else the whole mapping (e.g. just ``solver: {...}``)."""
-        data = read_yaml(path)
-        if section is None and isinstance(data, dict) and "submission" in data:
+        if section is None:
+            data = read_yaml(path)
+            if not (isinstance(data, dict) and "submission" in data):
+                return from_dict(cls, data or {}, where=str(path))
             section = "submission"
-        if section is not None:
-            if not isinstance(data, dict) or section not in data:
-                raise ConfigError(f"{path}: missing section {section!r}")
-            data = data[section] or {}
-        return from_dict(cls, data, where=f"{path}" + (f" [{section}]" if section else ""))
+        return from_dict(cls, read_yaml(path, section) or {}, where=f"{path} [{section}]")
 
     def with_overrides(self, **changes: Any) -> SubmissionConfig:
         """A copy with the given fields changed (``None`` values are left out: an option not given)."""
@@ -145,36 +144,24 @@ class SubmissionConfig:
 
     # --- what a run uses --------------------------------------------------------------------------
 
-    @property
-    def tiny(self) -> bool:
-        """The built-in tiny model runs (vLLM with no model folder)."""
-        return self.engine == "vllm" and self.model is None
-
-    def solver_config(self) -> SolverConfig:
-        if self.solver is not None:
-            return self.solver
+    def resolve(self, profile: Profile | None = None) -> ResolvedConfig:
+        """What this configuration runs, decided once: the stack's defaults for whatever it leaves out
+        (tiny or real model), the profile (``profile`` replaces ``self.profile``'s, e.g. with a short per-call
+        limit), the time limit. Everything downstream reads the result; nothing resolves again."""
         stack = STACKS[self.stack]
-        return stack.tiny_solver if self.tiny else stack.solver
-
-    def engine_preset(self) -> str:
-        stack = STACKS[self.stack]
-        return self.preset or (stack.tiny_preset if self.tiny else stack.preset)
-
-    def policy_name(self) -> str:
-        return self.policy or STACKS[self.stack].policy
-
-    def policy_parameters(self) -> dict[str, Any]:
-        """``policy_params``, else the stack's calibration of its own policy (see :attr:`policy_params`)."""
+        tiny = self.engine == "vllm" and self.model is None
+        policy = self.policy or stack.policy
         if self.policy_params is not None:
-            return dict(self.policy_params)
-        stack = STACKS[self.stack]
-        return dict(stack.policy_params) if self.policy_name() == stack.policy else {}
-
-    def total(self, profile: Profile | None = None) -> float:
-        """Seconds for the whole run: ``total_seconds``, else the profile's limit."""
-        if self.total_seconds is not None:
-            return self.total_seconds
-        return (profile or get_profile(self.profile)).total_seconds
+            params = dict(self.policy_params)
+        else:
+            params = dict(stack.policy_params) if policy == stack.policy else {}
+        prof = profile or get_profile(self.profile)
+        return ResolvedConfig(
+            config=self, profile=prof, stack=stack, tiny=tiny,
+            solver=self.solver or (stack.tiny_solver if tiny else stack.solver),
+            preset=self.preset or (stack.tiny_preset if tiny else stack.preset), speed=self.speed,
+            policy=policy, policy_params=MappingProxyType(params),
+            total_seconds=self.total_seconds if self.total_seconds is not None else prof.total_seconds)
 
     def resolved_competition_dir(self) -> Path:
         """``competition_dir``, else ``$AIMO_COMPETITION_DIR``, else the profile's competition under
@@ -189,6 +176,39 @@ class SubmissionConfig:
     def model_path(self) -> Path | None:
         """The model folder (found under either Kaggle mount layout), None for the tiny model."""
         return None if self.model is None else find_input(self.model)
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A run's configuration resolved once (:meth:`SubmissionConfig.resolve`), handed down whole: the
+    session, ``predict``, the engine factories and the records read it; none of them resolves again."""
+
+    config: SubmissionConfig
+    """What was asked (recorded as given)."""
+    profile: Profile
+    stack: Stack
+    tiny: bool
+    """The built-in tiny model runs (vLLM with no model folder)."""
+    solver: SolverConfig
+    preset: str
+    """Engine preset name (``kit.runtime.engines.presets``)."""
+    speed: str | None
+    """Throughput prior (a ``SPEED_PRESETS`` name); None: the engine preset's."""
+    policy: str
+    policy_params: Mapping[str, Any]
+    total_seconds: float
+    """Seconds for the whole run."""
+
+    def with_solver(self, **changes: Any) -> ResolvedConfig:
+        """This run with some solver fields changed (the command line's ``--samples``, ``--max-tokens``)."""
+        return replace(self, solver=replace(self.solver, **changes)) if changes else self
+
+    def record(self) -> dict[str, Any]:
+        """What the ``run_start`` record holds: the configuration as given and everything resolved from it."""
+        return {"config": asdict(self.config), "stack": self.stack.name, "profile": self.profile.name,
+                "tiny": self.tiny, "solver": asdict(self.solver), "preset": self.preset, "speed_preset": self.speed,
+                "policy": self.policy, "policy_params": dict(self.policy_params),
+                "total_seconds": self.total_seconds}
 
 
 RUN_START_PAST_S = 2 * 3600.0

@@ -1,8 +1,7 @@
 """One run's session: engine, sandbox, solver, time bank and records, and the one per-problem loop.
 
-``predict`` (Kaggle, :mod:`kit.runtime.kaggle`) and the local dry-run (:mod:`kit.runtime.dryrun`) both open
-a :class:`Session` from a :class:`~kit.runtime.run_config.SubmissionConfig` and call :meth:`Session.answer`
-for each problem: budget from the time bank → solve (or skip when no time is left) → records → the
+``predict`` (:mod:`kit.runtime.kaggle`, which the local dry-run also drives) opens a :class:`Session` from a
+:class:`~kit.runtime.run_config.ResolvedConfig` and calls :meth:`Session.answer` for each problem: budget from the time bank → solve (or skip when no time is left) → records → the
 outcome back to the bank (which corrects its throughput model from it). There is no second loop with
 its own margins or tiny-model rules: what the dry-run shows is what the submission does.
 """
@@ -23,10 +22,9 @@ from kit.runtime.difficulty_hook import policy_with_difficulty
 from kit.runtime.engines.base import Engine, EngineFactory, engine_label
 from kit.runtime.engines.presets import get_preset
 from kit.runtime.engines.vllm_engine import VLLMEngine
-from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.records import RunRecorder
 from kit.runtime.results import ProblemResult
-from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.run_config import ResolvedConfig
 from kit.runtime.schedule import Budget, Outcome, Policy, TimeBank, make_policy
 from kit.runtime.solver import Solver, clean_problem, sandbox_for
 from kit.runtime.throughput import get_speed
@@ -40,54 +38,54 @@ RETRY_MIN_S = 20.0
 """A problem whose engine died is retried after the restart when at least this much of its deadline is left."""
 
 
-def load_policy(config: SubmissionConfig, *, strict: bool) -> tuple[Policy, str | None]:
+def load_policy(resolved: ResolvedConfig, *, strict: bool) -> tuple[Policy, str | None]:
     """The configured time policy, fed by the difficulty predictor when one is configured, and a warning.
 
     ``strict`` (dry-run): a predictor that does not load is an error before anything starts; otherwise
     (``predict``) it costs its hook, not the run: the policy runs without it and the warning says why."""
-    name, params = config.policy_name(), config.policy_parameters()
-    if config.difficulty is None:
+    name, params, difficulty = resolved.policy, dict(resolved.policy_params), resolved.config.difficulty
+    if difficulty is None:
         return make_policy(name, params), None
     try:
-        return policy_with_difficulty(name, config.difficulty, params), None
+        return policy_with_difficulty(name, difficulty, params), None
     except Exception as exc:
         if strict:
             raise
-        return make_policy(name, params), (f"difficulty predictor {config.difficulty} failed to load "
+        return make_policy(name, params), (f"difficulty predictor {difficulty} failed to load "
                                            f"({type(exc).__name__}: {exc}); time policy {name} without it")
 
 
-async def start_vllm(config: SubmissionConfig, log: Log | None = None) -> Engine:
+async def start_vllm(resolved: ResolvedConfig, log: Log | None = None) -> Engine:
     """vLLM on the configured model with its preset. The built-in tiny models are their callers' to start
     (:func:`kit.runtime.tiny_engines.tiny_engine_factory`): a submission never imports their builders."""
+    config = resolved.config
     if config.engine != "vllm":
         raise ValueError(f"engine {config.engine!r} is not started by the runtime layer: pass its factory "
                          "(replay: kit.sim.replay.engine_factory(config))")
     if config.model is None:
         raise ValueError("no model given: the built-in tiny model is started by its caller "
                          "(engine_factory=kit.runtime.tiny_engines.tiny_engine_factory(config))")
-    return await VLLMEngine.start(config.model_path(), get_preset(config.engine_preset()), log=log)
+    return await VLLMEngine.start(config.model_path(), get_preset(resolved.preset), log=log)
 
 
 class Session:
     """Everything one run holds; :meth:`open` starts it, :meth:`answer` is the per-problem loop."""
 
-    def __init__(self, config: SubmissionConfig, engine: Engine, *, policy: Policy, recorder: RunRecorder | None,
-                 profile: Profile, started_at: float, n_problems: int | None = None,
-                 started_from: str = "kit import") -> None:
-        self.config = config
+    def __init__(self, resolved: ResolvedConfig, engine: Engine, *, policy: Policy, recorder: RunRecorder | None,
+                 started_at: float, n_problems: int | None = None, started_from: str = "kit import") -> None:
+        self.resolved = resolved
         self.engine = engine
-        self.profile = profile
+        self.profile = profile = resolved.profile
         self.recorder = recorder
-        self.solver_config = config.solver_config()
+        self.solver_config = resolved.solver
         self.sandbox = sandbox_for(self.solver_config)
         self.solver = Solver(engine, self.solver_config, profile=profile, sandbox=self.sandbox, recorder=recorder)
         self.startup_seconds = max(time.time() - started_at, 0.0)
         self.max_samples = min(self.solver_config.n_samples, engine.max_num_seqs)
-        speed = get_speed(config.speed) if config.speed else engine.speed
-        self.bank = TimeBank(policy, profile, start=engine.clock.now(), total_seconds=config.total(profile),
+        speed = get_speed(resolved.speed) if resolved.speed else engine.speed
+        self.bank = TimeBank(policy, profile, start=engine.clock.now(), total_seconds=resolved.total_seconds,
                              startup_seconds=self.startup_seconds,
-                             call_margin_seconds=2 * config.call_margin_seconds,
+                             call_margin_seconds=2 * resolved.config.call_margin_seconds,
                              n_problems=n_problems, max_samples=self.max_samples,
                              max_tokens=self.solver_config.max_tokens, speed=speed)
         self.model = engine_label(engine)
@@ -100,34 +98,31 @@ class Session:
         self._restarting: asyncio.Task[bool] | None = None
         self.last: ProblemResult | None = None
         """The latest problem's result, also when its solve was cancelled (``predict``'s timeout)."""
-        self._record("run_start", config=_jsonable(asdict(config)), solver=_jsonable(asdict(self.solver_config)),
-                     profile=profile.name, model=self.model, engine=config.engine,
+        self._record("run_start", **_jsonable(resolved.record()),
+                     model=self.model, engine=resolved.config.engine,
                      startup_seconds=round(self.startup_seconds, 2), startup_counted_from=started_from,
                      bank_seconds=round(self.bank.state.end - self.bank.state.start, 2),
-                     max_samples=self.max_samples, max_num_seqs=engine.max_num_seqs,
-                     speed=_jsonable(asdict(speed)), policy=getattr(policy, "name", type(policy).__name__),
-                     policy_params=_jsonable(config.policy_parameters()))
+                     max_samples=self.max_samples, max_num_seqs=engine.max_num_seqs, speed=_jsonable(asdict(speed)),
+                     policy_object=getattr(policy, "name", type(policy).__name__))
 
     @classmethod
-    async def open(cls, config: SubmissionConfig, *, engine_factory: EngineFactory | None = None,
-                   recorder: RunRecorder | None = None, profile: Profile | None = None,
-                   started_at: float | None = None, started_from: str = "kit import",
-                   n_problems: int | None = None, strict: bool = True, policy: Policy | None = None,
-                   log: Log = print) -> Session:
+    async def open(cls, resolved: ResolvedConfig, *, engine_factory: EngineFactory | None = None,
+                   recorder: RunRecorder | None = None, started_at: float | None = None,
+                   started_from: str = "kit import", n_problems: int | None = None, strict: bool = True,
+                   policy: Policy | None = None, log: Log = print) -> Session:
         """Load the policy (unless given; a bad difficulty predictor fails here when ``strict``), start the
         engine, and open the session; ``started_at`` (``time.time()``) is when the run's clock started."""
-        prof = profile or get_profile(config.profile)
         warning = None
         if policy is None:
-            policy, warning = load_policy(config, strict=strict)
+            policy, warning = load_policy(resolved, strict=strict)
         t0 = time.time()
         if engine_factory is None:
-            engine = await start_vllm(config, log=log)
+            engine = await start_vllm(resolved, log=log)
         else:
             made = engine_factory()
             engine = await made if inspect.isawaitable(made) else made
         try:
-            session = cls(config, engine, policy=policy, recorder=recorder, profile=prof,
+            session = cls(resolved, engine, policy=policy, recorder=recorder,
                           started_at=t0 if started_at is None else started_at, n_problems=n_problems,
                           started_from=started_from if started_at is not None else "engine start")
         except BaseException:
@@ -140,7 +135,7 @@ class Session:
 
         async def again() -> Engine:
             if engine_factory is None:
-                return await start_vllm(config, log=log)
+                return await start_vllm(resolved, log=log)
             made = engine_factory()
             return await made if inspect.isawaitable(made) else made
 

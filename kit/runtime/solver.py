@@ -306,15 +306,22 @@ class Solver:
         when the engine does not answer)."""
         state.stopping = True
         grace = self.config.abort_grace
-        if state.live:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.engine.abort(list(state.live)), timeout=grace)
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=grace)
-            for t in still:
-                t.cancel()
-            if still:
-                await asyncio.wait(still, timeout=grace)
+        try:
+            if state.live:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.engine.abort(list(state.live)), timeout=grace)
+            if pending:
+                _, still = await asyncio.wait(pending, timeout=grace)
+                for t in still:
+                    t.cancel()
+                if still:
+                    await asyncio.wait(still, timeout=grace)
+        finally:
+            # the caller may cancel the solve while it winds down after its own deadline (predict's margin
+            # runs out during the grace): no sample may outlive its problem, streaming into the next one
+            for t in pending:
+                if not t.done():
+                    t.cancel()
 
     async def _read_unfinished(self, state: _Problem) -> None:
         """Answers of the samples cut before they could read their own (cancelled mid-generation): the

@@ -54,7 +54,9 @@ class SolverConfig:
     """End a sample at its first complete ``\\boxed{}`` (Harmony: in any channel, the analysis included); the
     sample is finished (``stop``) with that answer. What the AIMO3 notebooks did: about two thirds of real
     gpt-oss-120b attempts end there, and the rest of such an attempt is time spent on nothing."""
-    max_code_calls: int = 4
+    max_code_calls: int | None = None
+    """Tool calls per sample at most: fenced code blocks run (text protocol) or python calls (Harmony).
+    None: the protocol's own default (4 blocks, the AIMO2 setting; 128 calls, the AIMO3 notebooks')."""
     tir_format: str = "qwen"
     code_timeout: float = 10.0
     """Wall-clock seconds per code cell (the 1st-place AIMO2 setting); the sandbox's ``timeout``."""
@@ -79,8 +81,6 @@ class SolverConfig:
     python tool). With ``harmony`` every prompt's user message is used and ``kind: tir`` turns the tool on."""
     harmony: HarmonySettings = field(default_factory=HarmonySettings)
     """System/developer messages and reasoning effort of Harmony conversations."""
-    max_turns: int = 128
-    """Tool calls per sample at most (Harmony; the text protocol also stops at ``max_code_calls``)."""
     logprobs: int = 5
     """Top-k log-probabilities streamed per token for the confidence (``entropy_*``) of each sample; 0 off.
     The AIMO3 winners used 5; on vLLM it costs a little sampler time per token (bench/harmony.py)."""
@@ -105,13 +105,12 @@ class SolverConfig:
                 raise ValueError("set either sampling or sampling_preset, not both")
             object.__setattr__(self, "sampling", preset)
         get_format(self.tir_format)  # an unknown format fails here, not at the first code call
-        if self.max_code_calls < 0:
+        if self.max_code_calls is not None and self.max_code_calls < 0:
             raise ValueError(f"max_code_calls must be >= 0, got {self.max_code_calls}")
         if self.protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {self.protocol!r}; known: {', '.join(PROTOCOLS)}")
-        if self.max_turns < 0 or self.logprobs < 0 or self.entropy_tail < 1:
-            raise ValueError("max_turns and logprobs must be >= 0 and entropy_tail >= 1, got "
-                             f"{self.max_turns}, {self.logprobs}, {self.entropy_tail}")
+        if self.logprobs < 0 or self.entropy_tail < 1:
+            raise ValueError(f"logprobs must be >= 0 and entropy_tail >= 1, got {self.logprobs}, {self.entropy_tail}")
 
 
 TINY_SOLVER = SolverConfig(n_samples=4, max_tokens=192, max_code_calls=2, code_timeout=5.0)

@@ -14,25 +14,25 @@ from pathlib import Path
 from kit.runtime.engines.base import Engine
 from kit.runtime.engines.presets import get_preset
 from kit.runtime.engines.vllm_engine import VLLMEngine
-from kit.runtime.run_config import STACKS, SubmissionConfig
+from kit.runtime.run_config import ResolvedConfig
 from kit.runtime.tiny_gpt_oss import build_tiny_gpt_oss
 from kit.runtime.tiny_model import build_tiny_model
 
 TINY_MODEL_NAME = "built-in tiny random model"
 
 
-def tiny_model_path(config: SubmissionConfig) -> Path:
-    """The built-in tiny model of the config's stack, built (or reused from the cache) offline."""
-    if STACKS[config.stack].tiny_model == "tiny-gpt-oss":
+def tiny_model_path(resolved: ResolvedConfig) -> Path:
+    """The built-in tiny model of the run's stack, built (or reused from the cache) offline."""
+    if resolved.stack.tiny_model == "tiny-gpt-oss":
         return build_tiny_gpt_oss()
     return build_tiny_model()
 
 
-def tiny_engine_factory(config: SubmissionConfig, log: Callable[[str], None] | None = None):
-    """An engine factory starting vLLM on the config's tiny model with its preset (a restart builds
+def tiny_engine_factory(resolved: ResolvedConfig, log: Callable[[str], None] | None = None):
+    """An engine factory starting vLLM on the run's tiny model with its preset (a restart builds
     nothing again: the model is cached)."""
 
     async def start() -> Engine:
-        return await VLLMEngine.start(tiny_model_path(config), get_preset(config.engine_preset()), log=log)
+        return await VLLMEngine.start(tiny_model_path(resolved), get_preset(resolved.preset), log=log)
 
     return start

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @functools.lru_cache(maxsize=8)
@@ -39,6 +42,12 @@ class ApproxTokenizer:
 
     max_letters: int = 10
     max_punct: int = 4
+    name: str = "approx"
+
+    @property
+    def identity(self) -> str:
+        """Equal for the same counting rules (the offline readers' tokenizer mismatch check compares these)."""
+        return f"approx:{self.max_letters}:{self.max_punct}"
 
     @property
     def regex(self) -> re.Pattern[str]:
@@ -50,3 +59,11 @@ class ApproxTokenizer:
 
     def count(self, text: str) -> int:
         return len(self.regex.findall(text))
+
+    def ends(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Where each text's tokens end (character offsets): the budget curve cuts at them."""
+        out = []
+        for text in texts:
+            pieces = self.regex.findall(text)  # pieces concatenate back to the text
+            out.append(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)).cumsum())
+        return out

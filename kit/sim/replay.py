@@ -60,7 +60,7 @@ from kit.offline.runs import load_records_run
 from kit.offline.traces import RecordedSample, load_pool
 from kit.runtime.engines.base import Chunk, Clock, EngineInfo, GenParams, Prompt, RealClock
 from kit.runtime.engines.presets import get_preset
-from kit.runtime.run_config import SubmissionConfig
+from kit.runtime.run_config import ResolvedConfig
 from kit.runtime.throughput import SpeedModel, get_speed
 from kit.runtime.tokens import ApproxTokenizer
 from kit.sim.alignment import align, common_prefix
@@ -363,12 +363,13 @@ class ReplayEngine(VirtualDecoder):
             self._latest[(req.problem, req.sample)] = context
 
 
-def engine_factory(config: SubmissionConfig) -> Callable[[], VirtualDecoder]:
-    """The replay engine a run configuration asks for (``engine: replay``), for
+def engine_factory(resolved: ResolvedConfig) -> Callable[[], VirtualDecoder]:
+    """The replay engine a run asks for (``engine: replay``), for
     :class:`kit.runtime.session.Session` and ``build_predict`` (the runtime layer never imports replay):
     a Harmony token log (``traces`` with ``completion_ids``) is played by ids
     (:class:`kit.sim.token_replay.TokenReplayEngine`, at the engine preset's speed and sequence limit, and
     only by the Harmony protocol); anything else by text (:class:`ReplayEngine`)."""
+    config = resolved.config
     if config.engine != "replay":
         raise ValueError(f"engine_factory is for engine 'replay', the config asks for {config.engine!r}")
     traces = config.traces
@@ -376,12 +377,12 @@ def engine_factory(config: SubmissionConfig) -> Callable[[], VirtualDecoder]:
         if Path(traces).suffix in (".csv", ".parquet"):
             raise ValueError(f"--traces {traces}: an attempt table keeps no text or ids to replay; replay a Harmony "
                              "token log, or simulate the table (python -m kit simulate --pool TABLE)")
-        protocol = config.solver_config().protocol
+        protocol = resolved.solver.protocol
         if protocol != "harmony":
             raise ValueError(f"--traces {traces} is a Harmony token log: replay it with the gpt-oss stack (--stack "
                              f"gpt-oss), not the {protocol!r} protocol")
-        preset = get_preset(config.engine_preset())
-        token_config = TokenReplayConfig(speed=get_speed(config.speed or preset.speed),
+        preset = get_preset(resolved.preset)
+        token_config = TokenReplayConfig(speed=get_speed(resolved.speed or preset.speed),
                                          max_num_seqs=preset.max_num_seqs, name=f"replay:{traces}")
         return lambda: TokenReplayEngine.from_log(traces, token_config)
     return lambda: ReplayEngine.from_source(traces, ReplayConfig(name=f"replay:{traces}"))

@@ -21,7 +21,7 @@ What ends an attempt, and the reason its record gets (anything malformed ends it
 * max tokens → ``length`` (with "the python call was never closed" when it stopped inside one, or "no
   final answer" while still reasoning);
 * a completion that does not parse, a message to another recipient, or a stop without a final message or
-  a box → ``error`` with what was wrong; more than ``max_turns`` tool calls → ``turns``.
+  a box → ``error`` with what was wrong; more than ``max_code_calls`` tool calls → ``turns``.
 """
 
 from __future__ import annotations
@@ -437,7 +437,7 @@ class HarmonyConversation:
                 return TurnEnd("done", reason="error",
                                error=f"harmony: a message to unknown recipient {last.recipient!r} (the only tool is python)")
             if not calls_allowed:
-                return TurnEnd("done", reason="turns", error="harmony: more tool calls than max_turns")
+                return TurnEnd("done", reason="turns", error="harmony: more tool calls than max_code_calls")
             self._channel = last.channel or "analysis"
             return TurnEnd("call", code=last.text)
         if reader.finals or (reader.answer() is not None and reader.boxed):
@@ -511,17 +511,16 @@ class HarmonyProtocol:
 
     settings: HarmonySettings = field(default_factory=HarmonySettings)
     max_calls: int = 128
-    """Tool calls per attempt (``SolverConfig.max_turns``)."""
+    """Tool calls per attempt (``SolverConfig.max_code_calls``; 128 when it is None)."""
     stop_at_box: bool = False
     """End an attempt at its first complete ``\\boxed{}`` in any channel (``SolverConfig.stop_at_first_boxed``):
     what the AIMO3 notebooks did; the attempt is finished (``stop``) with that answer."""
     name: str = "harmony"
-    _rendered: dict[tuple[str, bool], list[int]] = field(default_factory=dict, repr=False)
-    """First prompts of the latest problems (all attempts of a problem share one)."""
 
     @classmethod
     def from_config(cls, config: Any) -> HarmonyProtocol:
-        return cls(config.harmony, max_calls=config.max_turns, stop_at_box=config.stop_at_first_boxed)
+        calls = config.max_code_calls if config.max_code_calls is not None else cls.max_calls
+        return cls(config.harmony, max_calls=calls, stop_at_box=config.stop_at_first_boxed)
 
     def tool_sandbox(self, config: SandboxConfig) -> SandboxConfig:
         """The gpt-oss python tool's conventions: a bare last expression is printed, and every session starts
@@ -531,40 +530,43 @@ class HarmonyProtocol:
     def render_prompt(self, user: str, tool: bool = True) -> list[int]:
         """The first prompt of an attempt: system (+ developer) + user, opened for the assistant; the python
         tool is declared when ``tool`` and the settings allow it."""
-        from openai_harmony import (
-            Conversation,
-            DeveloperContent,
-            Message,
-            ReasoningEffort,
-            Role,
-            SystemContent,
-            ToolNamespaceConfig,
-        )
-
-        s = self.settings
-        system = SystemContent.new().with_reasoning_effort(ReasoningEffort(s.reasoning_effort.capitalize()))
-        if s.identity is not None:
-            system = system.with_model_identity(s.identity)
-        if s.tool and tool:
-            system = system.with_tools(ToolNamespaceConfig.python())
-        messages = [Message.from_role_and_content(Role.SYSTEM, system)]
-        if s.developer:
-            messages.append(Message.from_role_and_content(
-                Role.DEVELOPER, DeveloperContent.new().with_instructions(s.developer)))
-        messages.append(Message.from_role_and_content(Role.USER, user))
-        return list(harmony_encoding().render_conversation_for_completion(Conversation.from_messages(messages),
-                                                                          Role.ASSISTANT))
+        return list(_first_prompt(self.settings, user, tool))
 
     async def open(self, template: PromptTemplate, problem: str, answer_rule: str, engine: Any,
                    off_loop: OffLoop) -> HarmonyConversation:
         user = next(m["content"] for m in template.messages(problem, answer_rule) if m["role"] == "user")
-        key = (user, template.kind == "tir")
-        if key not in self._rendered:
-            if len(self._rendered) > 16:
-                self._rendered.clear()
-            self._rendered[key] = await off_loop(self.render_prompt, *key)
-        return HarmonyConversation(harmony_encoding(), self._rendered[key], header=list(assistant_header_ids()),
+        prompt = await off_loop(self.render_prompt, user, template.kind == "tir")
+        return HarmonyConversation(harmony_encoding(), prompt, header=list(assistant_header_ids()),
                                    stop_at_box=self.stop_at_box)
+
+
+@functools.lru_cache(maxsize=32)
+def _first_prompt(settings: HarmonySettings, user: str, tool: bool) -> tuple[int, ...]:
+    """The rendered first prompt (the attempts of a problem share one: rendered once, least recently used
+    kept)."""
+    from openai_harmony import (
+        Conversation,
+        DeveloperContent,
+        Message,
+        ReasoningEffort,
+        Role,
+        SystemContent,
+        ToolNamespaceConfig,
+    )
+
+    s = settings
+    system = SystemContent.new().with_reasoning_effort(ReasoningEffort(s.reasoning_effort.capitalize()))
+    if s.identity is not None:
+        system = system.with_model_identity(s.identity)
+    if s.tool and tool:
+        system = system.with_tools(ToolNamespaceConfig.python())
+    messages = [Message.from_role_and_content(Role.SYSTEM, system)]
+    if s.developer:
+        messages.append(Message.from_role_and_content(
+            Role.DEVELOPER, DeveloperContent.new().with_instructions(s.developer)))
+    messages.append(Message.from_role_and_content(Role.USER, user))
+    return tuple(harmony_encoding().render_conversation_for_completion(Conversation.from_messages(messages),
+                                                                       Role.ASSISTANT))
 
 
 @functools.lru_cache(maxsize=1)

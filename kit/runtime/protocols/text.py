@@ -8,6 +8,7 @@ its :class:`~kit.runtime.protocols.tir.TIRFormat`, cut there, run, and the outpu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,18 +87,26 @@ class TextProtocol:
     tir: TIRFormat
     stop: tuple[str, ...] = ()
     max_calls: int = 4
-    """Code blocks run per sample (``SolverConfig.max_code_calls``)."""
+    """Code blocks run per sample (``SolverConfig.max_code_calls``; 4 when it is None)."""
     stop_at_box: bool = False
     """End a sample at its first complete ``\\boxed{}`` (``SolverConfig.stop_at_first_boxed``)."""
     name: str = "text"
-    _counted: dict[str, int] = field(default_factory=dict, repr=False)
-    """Token counts of the latest prompts (all samples of a template share one prompt)."""
+    _engine: Any = field(default=None, repr=False)
+    """The engine whose tokenizer ``_prompt_tokens`` counts with (its cache is cleared when it changes)."""
+
+    def __post_init__(self) -> None:
+        # the samples of a template share one first prompt: count it once (least recently used kept)
+        self._prompt_tokens = functools.lru_cache(maxsize=32)(self._count)
+
+    def _count(self, prompt: str) -> int:
+        return self._engine.count_tokens(prompt)
 
     @classmethod
     def from_config(cls, config: Any) -> TextProtocol:
         """``config.tir_format``'s code blocks; samples stop at ``</think>`` when ``stop_after_reasoning``."""
+        calls = config.max_code_calls if config.max_code_calls is not None else cls.max_calls
         return cls(get_format(config.tir_format), ("</think>",) if config.stop_after_reasoning else (),
-                   max_calls=config.max_code_calls, stop_at_box=config.stop_at_first_boxed)
+                   max_calls=calls, stop_at_box=config.stop_at_first_boxed)
 
     def tool_sandbox(self, config: SandboxConfig) -> SandboxConfig:
         return config
@@ -105,10 +114,9 @@ class TextProtocol:
     async def open(self, template: PromptTemplate, problem: str, answer_rule: str, engine: Any,
                    off_loop: OffLoop) -> TextConversation:
         prompt = engine.chat_prompt(template.messages(problem, answer_rule))
-        if prompt not in self._counted:
-            if len(self._counted) > 16:
-                self._counted.clear()
-            self._counted[prompt] = await off_loop(engine.count_tokens, prompt)
-        return TextConversation(prompt, self._counted[prompt],
+        if engine is not self._engine:
+            self._engine = engine
+            self._prompt_tokens.cache_clear()
+        return TextConversation(prompt, await off_loop(self._prompt_tokens, prompt),
                                 tir=self.tir if template.kind == "tir" else None, stop=self.stop,
                                 count=engine.count_tokens, stop_at_box=self.stop_at_box)
