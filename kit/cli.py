@@ -99,10 +99,12 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=None, help="samples per problem (upper bound for the time bank)")
     p.add_argument("--max-tokens", type=int, default=None, help="generated tokens per sample (upper bound)")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems (after shuffling)")
-    p.add_argument("--seed", type=int, default=None, help="problem order and sampling seed (default: 0)")
+    p.add_argument("--seed", type=int, default=None, help="the solver's sampling seed (default: the config's, 0)")
+    p.add_argument("--order-seed", type=int, default=0, help="seed of the random problem order (default: 0)")
     p.add_argument("--no-shuffle", action="store_true", help="keep the file order")
     p.add_argument("--out", type=Path, default=None,
-                   help="folder for records.jsonl and summary.json (default: runs/dryrun-<time>)")
+                   help="the run's folder: records.jsonl, summary.json, submission.parquet (default: "
+                        "runs/dryrun-<time>)")
     p.add_argument("--policy", default=None,
                    help="time-bank policy: ours, aimo3_baseline, second_place, linspace, equal (default: the stack's: "
                         "ours, calibrated for the stack's model family unless --config gives policy_params)")
@@ -113,14 +115,16 @@ def _add_dryrun(sub: argparse._SubParsersAction) -> None:
 
 def dryrun_config(args: argparse.Namespace) -> ResolvedConfig:
     """The run configuration of a dry-run, resolved once: ``--config`` (or the defaults) with the given
-    options applied (``--out`` is where its records go)."""
+    options applied. ``--out`` is the run's folder (its records and report), ``--seed`` the solver's seed."""
+    if args.out is None:
+        args.out = Path("runs") / time.strftime("dryrun-%Y%m%d-%H%M%S")
     cfg = SubmissionConfig.from_yaml(args.config) if args.config is not None else SubmissionConfig()
     cfg = cfg.with_overrides(profile=args.profile, stack=args.stack, model=args.model, preset=args.preset,
                              engine=args.engine,
                              traces=args.traces, policy=args.policy,
                              difficulty=None if args.difficulty is None else str(args.difficulty),
                              total_seconds=args.time_limit,
-                             records_dir=None if args.out is None else str(args.out))
+                             records_dir=str(args.out))
     changes = {k: v for k, v in (("n_samples", args.samples), ("max_tokens", args.max_tokens),
                                  ("seed", args.seed)) if v is not None}
     return cfg.resolve().with_solver(**changes)
@@ -390,9 +394,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _dryrun(args: argparse.Namespace) -> int:
     resolved = dryrun_config(args)
     problems, source = _dryrun_problems(args, resolved.config)
-    opts = DryRunOptions(run=resolved, problems=problems, problem_source=source, out=args.out,
-                         seed=0 if args.seed is None else args.seed, shuffle=not args.no_shuffle, limit=args.limit,
-                         verbose=args.verbose)
+    opts = DryRunOptions(run=resolved, problems=problems, problem_source=source, order_seed=args.order_seed,
+                         shuffle=not args.no_shuffle, limit=args.limit, verbose=args.verbose)
     factory = engine_factory(resolved) if resolved.config.engine == "replay" else None
     summary = run_dryrun(opts, engine_factory=factory)
     return 0 if summary.problems else 1

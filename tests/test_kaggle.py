@@ -409,7 +409,7 @@ def test_a_hanging_solve_is_abandoned_the_same_way_by_the_gateway_and_the_dryrun
         answers = {str(r.id): r.answer for r in rows}
         violations = [r.error for r in rows if r.error]
     else:
-        summary = run_dryrun(DryRunOptions(run=run, problems=problems, out=tmp_path / "rec", shuffle=False),
+        summary = run_dryrun(DryRunOptions(run=run, problems=problems, shuffle=False),
                              engine_factory=factory, console=Console(file=io.StringIO()))
         answers = {r.id: r.answer for r in summary.rows}
         violations = summary.violations

@@ -267,7 +267,8 @@ def test_offline_wheelhouse_installs_cpu_requirements_into_fresh_venv(tmp_path: 
     py = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV", "PYTHONPATH"))}
     env["PIP_CONFIG_FILE"] = os.devnull  # no index or find-links from this machine's pip config
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wh),
+    # --no-compile: byte-compiling all of torch and vLLM up front costs the test a minute; what runs compiles
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-compile", "--no-index", "--find-links", str(wh),
                     "-r", str(wh / "requirements.txt"), "aimo-kit"], check=True, env=env)
     subprocess.run([py, "-m", "pip", "uninstall", "-q", "-y", "torchvision", "torchaudio", "torchcodec"],
                    env=env, check=False)

@@ -20,7 +20,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,8 @@ class DryRunOptions:
     problems: list[Problem] = field(default_factory=list)
     problem_source: str = ""
     """Where the problems came from (for the records)."""
-    out: Path | None = None
-    seed: int = 0
+    order_seed: int = 0
+    """Seed of the random problem order (the solver's sampling seed is the run's: ``run.solver.seed``)."""
     shuffle: bool = True
     limit: int | None = None
     """Only the first N problems (after shuffling)."""
@@ -96,7 +96,7 @@ class DryRunSummary:
 def _order(opts: DryRunOptions) -> list[Problem]:
     problems = list(opts.problems)
     if opts.shuffle:
-        random.Random(opts.seed).shuffle(problems)
+        random.Random(opts.order_seed).shuffle(problems)
     return problems[: opts.limit] if opts.limit is not None else problems
 
 
@@ -107,7 +107,7 @@ def run_dryrun(opts: DryRunOptions, *, engine_factory: EngineFactory | None = No
     problems = _order(opts)
     if not problems:
         raise ValueError("no problems to run")
-    out = opts.out or Path("runs") / time.strftime("dryrun-%Y%m%d-%H%M%S")
+    out = Path(resolved.config.records_dir)  # the run's folder: records, summary, submission
     if resolved.tiny:
         console.print("[yellow]No --model given: using the built-in tiny random model "
                       "(its answers are random; this checks the pipeline, not maths).[/]")
@@ -117,20 +117,19 @@ def run_dryrun(opts: DryRunOptions, *, engine_factory: EngineFactory | None = No
         os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
     policy, _ = load_policy(resolved, strict=True)  # a bad difficulty predictor fails before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    resolved_here = _records_in(resolved, out)
 
     def say(msg: str) -> None:
         console.print(f"[dim]{msg}[/]")
 
     if engine_factory is None and resolved.tiny:
-        engine_factory = tiny_engine_factory(resolved_here, log=say)
-    predict = build_predict(resolved_here, engine_factory=engine_factory, started_at=time.time(),
+        engine_factory = tiny_engine_factory(resolved, log=say)
+    predict = build_predict(resolved, engine_factory=engine_factory, started_at=time.time(),
                             n_problems=len(problems), policy=policy, engine_log=say)
     runner = predict.runner  # type: ignore[attr-defined]
     summary: DryRunSummary | None = None
     try:
         golds = {p.id: resolved.profile.to_answer(p.answer) for p in problems if p.answer is not None}
-        runner.record("dryrun", problems=opts.problem_source, count=len(problems), seed=opts.seed,
+        runner.record("dryrun", problems=opts.problem_source, count=len(problems), order_seed=opts.order_seed,
                       shuffle=opts.shuffle, limit=opts.limit,
                       golds={k: v for k, v in golds.items() if v is not None})  # what evaluate scores against
         if not predict.start():  # type: ignore[attr-defined]
@@ -149,11 +148,6 @@ def run_dryrun(opts: DryRunOptions, *, engine_factory: EngineFactory | None = No
                       summary=None if summary is None else {k: v for k, v in asdict(summary).items() if k != "rows"})
     _print_summary(console, summary, out)
     return summary
-
-
-def _records_in(resolved: ResolvedConfig, out: Path) -> ResolvedConfig:
-    """The run with its records in ``out`` (the dry-run's folder), everything else as resolved."""
-    return replace(resolved, config=replace(resolved.config, records_dir=str(out)))
 
 
 def _serve(gateway: LocalGateway, predict: Callable[..., Any], summary: DryRunSummary, out: Path,
