@@ -102,6 +102,7 @@ def test_a_run_config_carries_the_calibration(tmp_path: Path) -> None:
         make_policy("ours", dict(SubmissionConfig.from_yaml(bad).resolve().policy_params))
 
 
+@pytest.mark.slow
 def test_simulate_tune_on_a_log_writes_the_config_the_dryrun_runs(tmp_path: Path) -> None:
     log = write_harmony_log(tmp_path / "run.jsonl", harmony_log(LogShape(problems=12, attempts=8, seed=4)))
     config, report = tmp_path / "ours.yaml", tmp_path / "cal.json"

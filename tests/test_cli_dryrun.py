@@ -134,6 +134,7 @@ def test_a_preset_that_cannot_fit_is_refused_before_loading(tmp_path: Path) -> N
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_runs_own_records_replay_through_the_one_reader(tmp_path: Path) -> None:
     assert main(["dryrun", "--engine", "replay", "--limit", "3", "--samples", "6", "--out", str(tmp_path / "a")]) == 0
     first = {p["problem_id"]: p for p in read_events(tmp_path / "a" / "records.jsonl", "problem")}

@@ -117,6 +117,7 @@ class _LoopBlocker(ReplayEngine):
             yield chunk
 
 
+@pytest.mark.slow
 def test_predicts_timeout_path_still_gets_the_samples_and_the_problem_recorded(tmp_path: Path) -> None:
     ok, hung = "What is two plus two?", "What is three plus three?"
 
@@ -234,6 +235,7 @@ def _realtime(problem: str, texts: list[str]) -> ReplayEngine:
     return ReplayEngine({problem: texts}, ReplayConfig(realtime=True, speedup=2000), clock=RealClock())
 
 
+@pytest.mark.slow
 def test_a_two_second_normalisation_does_not_delay_the_deadline() -> None:
     problem = "Sum the digits."
     engine = _realtime(problem, ["\\boxed{5}"] * 3)
@@ -257,6 +259,7 @@ class _SlowCounter(ReplayEngine):
         return super().count_tokens(text)
 
 
+@pytest.mark.slow
 def test_token_counting_does_not_stall_the_deadline(tmp_path: Path) -> None:
     problem = "Multiply six by seven."
     engine = _SlowCounter({problem: [CODE_THEN_MORE]}, ReplayConfig(realtime=True, speedup=200), clock=RealClock())

@@ -78,6 +78,7 @@ def test_targets_equal_an_independent_computation(statistic: str, unsolved: str)
         "pid": "a", "text": "text a", "n_samples": 4, "n_correct": 3, "censored": False, "tokens": 0}
 
 
+@pytest.mark.slow
 def test_trace_pool_targets_follow_the_recorded_verdicts_and_token_counts() -> None:
     problems = problems_from_traces("skythought_aime24")
     frame = targets_frame(problems)
@@ -163,6 +164,7 @@ def test_bad_record_inputs_name_the_file_and_field(tmp_path: Path) -> None:
         problems_from_records(no_start)
 
 
+@pytest.mark.slow
 def test_bad_inputs_empty_pool_and_config(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="empty pool"):
         targets_frame([])

@@ -318,6 +318,7 @@ def test_engine_does_not_step_while_clock_held(tora: list[RecordedSample]) -> No
     assert t_before == t_after == 0.5
 
 
+@pytest.mark.slow
 def test_whole_pool_replays_in_seconds(sky: list[RecordedSample]) -> None:
     """30 problems one after another (as the gateway sends them), 11 samples each, on the 4×L4 model."""
     groups = by_problem(sky)

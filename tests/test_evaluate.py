@@ -442,6 +442,7 @@ def _long_records(path: Path, model: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_model_that_is_not_here_needs_a_tokenizer_whose_counts_agree(tmp_path: Path, capsys) -> None:
     path = _long_records(tmp_path / "records.jsonl", model="/models/not-on-this-machine")
     err = _fail(["--records", str(path)], capsys)

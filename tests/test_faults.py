@@ -227,6 +227,7 @@ def test_a_plausible_run_start_is_used(run, monkeypatch) -> None:
 # --- the sandbox -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_zygote_and_workers_never_hand_out_dead_spares(run) -> None:
     start, tmp = run
     predict = start(started_at=time.time())
@@ -276,6 +277,7 @@ print("predict returned: the signal did not stop the process")
 """
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_solve_records_the_problem_and_leaves_no_process(tmp_path: Path) -> None:
     import subprocess
     import sys

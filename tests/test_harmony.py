@@ -187,6 +187,7 @@ def test_malformed_harmony_ends_the_attempt_with_a_clear_reason(sandbox, case: s
     assert 0 <= result.answer <= 99999 and "fallback" in result.reason
 
 
+@pytest.mark.slow
 def test_a_hanging_tool_is_reported_to_the_model_and_too_many_calls_end_the_attempt(sandbox) -> None:
     def script(r: ScriptedRequest) -> Completion:
         return said(call("while True:\n    pass"))

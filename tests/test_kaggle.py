@@ -328,6 +328,7 @@ class _Blocking(ReplayEngine):
             yield chunk
 
 
+@pytest.mark.slow
 def test_a_hung_solve_is_abandoned_within_the_per_call_limit(tmp_path: Path, sky) -> None:
     from kit.runtime.engines.base import RealClock
 
@@ -372,6 +373,7 @@ class _Hanging(ReplayEngine):
             yield chunk
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("driver", ["gateway", "dryrun"])
 def test_a_hanging_solve_is_abandoned_the_same_way_by_the_gateway_and_the_dryrun(tmp_path: Path, sky,
                                                                                   driver: str) -> None:

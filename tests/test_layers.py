@@ -100,6 +100,7 @@ PREDICT_IMPORTS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_predict_imports_nothing_of_the_offline_or_learning_layers_or_the_training_stack(tmp_path: Path) -> None:
     import json
 

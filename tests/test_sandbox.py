@@ -101,6 +101,7 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "code", "expected", "needle"), HOSTILE, ids=[h[0] for h in HOSTILE])
 def test_hostile_code(sb: Sandbox, name: str, code: str, expected, needle: str | None) -> None:
     host_children_before = _descendants(os.getpid())
@@ -258,6 +259,7 @@ def test_many_concurrent_sessions_from_asyncio(sb: Sandbox) -> None:
         assert rs[2].stdout == f"{2 * i}\n"
 
 
+@pytest.mark.slow
 def test_pool_survives_many_hostile_calls() -> None:
     hostile = ["import os\nos._exit(0)", "import ctypes\nctypes.string_at(0)", "x = ' ' * 10**10",
                "1/0", "while True: pass", "print('ok')"]

@@ -73,6 +73,7 @@ def tora_trajectories() -> list[list[Block]]:
     return trajectories
 
 
+@pytest.mark.slow
 def test_sandbox_reproduces_recorded_tora_outputs(tora_trajectories: list[list[Block]]) -> None:
     chosen = subset(tora_trajectories)
     files = {blocks[0].source for blocks in chosen}

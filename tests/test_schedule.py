@@ -71,6 +71,7 @@ def test_deadlines_hold_under_adversarial_runs(name: str, scenario: str, kwargs:
         assert all(s <= AIMO2.per_call_seconds for s, _ in res.per_problem)
 
 
+@pytest.mark.slow
 def test_no_overruns_in_a_thousand_competitions(sky) -> None:
     for name in ("ours", "linspace"):
         report = monte_carlo(sky, lambda n=name: _policy(n), runs=1000, speed=SpeedModel.l4x4_14b_awq())
@@ -178,6 +179,7 @@ def test_simulation_is_deterministic_for_a_seed(sky) -> None:
     assert a.row() != c.row()
 
 
+@pytest.mark.slow
 def test_ours_beats_the_baselines_on_two_pools(sky) -> None:
     """R1-style pools, ours calibrated as the r1 stack calibrates it (finishing first says "right")."""
     for pool in (sky, pool_synthetic()):
@@ -202,6 +204,7 @@ def test_ours_gives_a_split_quorum_to_its_first_finisher() -> None:
         assert r.reason.startswith("quorum") and r.answer == answers[0], (answers, r)
 
 
+@pytest.mark.slow
 def test_family_redraws_synthetic_problems_but_not_recorded_ones() -> None:
     from kit.sim.pools import family
 
@@ -222,6 +225,7 @@ def test_family_redraws_synthetic_problems_but_not_recorded_ones() -> None:
         t for p in normal for a, t in p.samples if a == p.gold)
 
 
+@pytest.mark.slow
 def test_the_oracle_bounds_every_policy_in_every_run(sky) -> None:
     """The timed bound (kit.sim.bounds) is >= every policy's score competition by competition, on recorded and
     synthetic pools of several shapes, on fast and slow hardware, and on the AIMO3 pool."""
@@ -309,6 +313,7 @@ def test_pool_from_our_records(tmp_path: Path) -> None:
     assert pool[0].accuracy == 0.5
 
 
+@pytest.mark.slow
 def test_simulate_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "sim.json"
     png = tmp_path / "sim.png"
@@ -329,6 +334,7 @@ def test_simulate_cli_writes_table_json_and_plot(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "unknown hardware" in bad.stderr
 
 
+@pytest.mark.slow
 def test_dryrun_respects_a_short_time_limit(tmp_path: Path) -> None:
     from kit.cli import main
 

@@ -92,6 +92,7 @@ def test_cli_reports_unusable_input_in_one_line(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "exactly one of 'pool' and 'records'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_records_give_pairs_with_their_recorded_problem_texts(tmp_path: Path) -> None:
     from kit.cli import main as kit_main
     from kit.runtime.records import RunRecorder

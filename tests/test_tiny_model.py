@@ -154,6 +154,7 @@ def test_reuse_force_and_spec_change(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temp or old dirs left behind
 
 
+@pytest.mark.slow
 def test_concurrent_builds_never_expose_half_a_model(tmp_path: Path) -> None:
     """Two processes build the same fresh path at once (as parallel test workers would)."""
     path = tmp_path / "shared"
@@ -207,6 +208,7 @@ def test_bad_paths_give_clear_errors(tmp_path: Path) -> None:
 # --- the tiny gpt-oss model (AIMO3 stack) ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_gpt_oss_has_harmony_ids_and_the_gpt_oss_shape(tmp_path) -> None:
     import json as _json
 

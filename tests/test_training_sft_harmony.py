@@ -82,6 +82,7 @@ def test_rows_are_validated_naming_file_line_and_field(tmp_path: Path) -> None:
             load_harmony_dataset(path)
 
 
+@pytest.mark.slow
 def test_audit_marks_the_trained_spans_and_rejects_a_non_gpt_oss_tokenizer(tmp_path: Path, oss: Path) -> None:
     from transformers import AutoTokenizer
 

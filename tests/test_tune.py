@@ -67,6 +67,7 @@ def test_hardware_caps_the_attempts_at_the_kv_cache() -> None:
     assert capped.scores == eight.scores
 
 
+@pytest.mark.slow
 def test_simulate_cli_tune_prints_choice_and_held_out(tmp_path: Path) -> None:
     out = tmp_path / "tune.json"
     proc = subprocess.run([sys.executable, "-m", "kit", "simulate", "--profile", "aimo3", "--tune", "aimo3_baseline",
