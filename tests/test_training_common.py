@@ -93,3 +93,23 @@ def test_cli_reports_user_errors_as_one_line(tmp_path: Path, capsys: pytest.Capt
 
 def test_resolve_model_passes_paths_through() -> None:
     assert resolve_model("/models/qwen-7b") == "/models/qwen-7b"
+
+
+@pytest.mark.parametrize(("module", "name", "base"), [
+    ("training.sft", "SftConfig", "trl.SFTConfig"), ("training.grpo", "GrpoConfig", "trl.GRPOConfig"),
+    ("training.scorer", "ScorerConfig", "trl.RewardConfig"),
+    ("training.distill", "DistillConfig", "transformers.TrainingArguments")])
+def test_training_configs_are_trls_own_and_redeclare_none_of_its_fields(module: str, name: str, base: str) -> None:
+    """Each training config subclasses its library's config and declares only the kit's keys: a trl release
+    that changes a field's default or meaning reaches the kit unchanged, never shadowed by a stale copy."""
+    import dataclasses
+    import importlib
+    import inspect
+
+    config = getattr(importlib.import_module(module), name)
+    lib_module, lib_name = base.rsplit(".", 1)
+    library = getattr(importlib.import_module(lib_module), lib_name)
+    assert issubclass(config, library)
+    own = set(inspect.get_annotations(config))  # this class's own declarations, not its bases''
+    assert own, f"{name} adds no key of its own"
+    assert not own & {f.name for f in dataclasses.fields(library)}
