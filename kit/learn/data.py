@@ -33,6 +33,7 @@ from pathlib import Path
 
 import polars as pl
 
+from kit.offline.runs import RecordFormatError, load_records_run, records_file
 from kit.offline.traces import BUNDLED_POOLS, TraceFormatError, load_pool
 from kit.runtime.answers import END_OF_REASONING, extract_answer, grade, to_int_answer
 from kit.runtime.problems import BUNDLED_PROBLEMS, problems_path
@@ -245,16 +246,39 @@ def load_messages(path: str | Path, source: str | None = None, report: DropRepor
     return _finish(out, report, str(p))
 
 
+def load_run_records(path: str | Path, source: str | None = None, report: DropReport | None = None) -> pl.DataFrame:
+    """Our own run records — ``kit generate``'s output folder, a dry-run's, or a ``records*.jsonl`` — read by
+    the offline layer's one reader (:func:`kit.offline.runs.load_records_run`): every finished sample of a
+    problem with a gold, its correctness by the profile's integer answers (the run's own verdict)."""
+    try:
+        run = load_records_run(path)
+    except (RecordFormatError, FileNotFoundError) as exc:
+        raise DataError(str(exc)) from None
+    src = source or run.name
+    samples = [(p, s) for p in run.problems for s in p.samples if s.done and s.text]
+    rows = {
+        "problem_id": [f"{src}:{p.problem_id}" for p, _ in samples],
+        "problem": [p.problem for p, _ in samples],
+        "answer": [None if p.gold is None else str(p.gold) for p, _ in samples],
+        "source": [src] * len(samples),
+        "generation": [s.text for _, s in samples],
+        "generation_correct": [None if p.gold is None else s.answer == p.gold for p, s in samples],
+        "generation_tokens": [s.tokens for _, s in samples],
+    }
+    return _finish(pl.DataFrame(rows, schema={k: SCHEMA[k] for k in rows}), report, str(path))
+
+
 LOADERS = {"problems": load_problem_file, "traces": load_trace_pool, "openr1": load_openr1,
-           "messages": load_messages}
+           "messages": load_messages, "records": load_run_records}
 
 
 def load_any(path: str | Path, kind: str = "auto", source: str | None = None,
              report: DropReport | None = None) -> pl.DataFrame:
     """Load with an explicit ``kind`` (see ``LOADERS``) or detect it (``auto``) from name/columns."""
     if kind == "auto":
-
-        if (isinstance(path, str) and path in BUNDLED_POOLS) or Path(path).is_dir() or str(path).endswith(".gz"):
+        if records_file(path) is not None:
+            kind = "records"
+        elif (isinstance(path, str) and path in BUNDLED_POOLS) or Path(path).is_dir() or str(path).endswith(".gz"):
             kind = "traces"
         elif isinstance(path, str) and path in BUNDLED_PROBLEMS:
             kind = "problems"

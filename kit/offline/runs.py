@@ -269,6 +269,15 @@ def _entropy(e: dict, name: str, where: Callable[[], str]) -> float | None:
     return None if value is None else float(value)
 
 
+def records_file(path: str | Path) -> Path | None:
+    """The run-records file ``path`` names: a ``records*.jsonl`` file, or a run's folder holding
+    ``records.jsonl`` (a dry-run's ``--out``, ``kit generate``'s output); None for anything else."""
+    p = Path(path)
+    if p.is_dir() and (p / "records.jsonl").is_file():
+        return p / "records.jsonl"
+    return p if p.is_file() and p.name.startswith("records") and p.suffix == ".jsonl" else None
+
+
 def load_records_run(path: str | Path, *, tokenizer: TokenSplitter | None = None, name: str | None = None,
                      texts: Mapping[str, str] | None = None) -> Run:
     """A run from a ``records.jsonl`` (see :mod:`kit.runtime.records`), validated field by field.
@@ -279,7 +288,7 @@ def load_records_run(path: str | Path, *, tokenizer: TokenSplitter | None = None
     recorded ones (older files: the problem set their ``run_start`` names), replaced where ``texts``
     (id → text) gives one.
     """
-    path = Path(path)
+    path = records_file(path) or Path(path)
     events = read_events(path)
     lines: list[int] = []
 

@@ -98,11 +98,11 @@ class Session:
         self._restarting: asyncio.Task[bool] | None = None
         self.last: ProblemResult | None = None
         """The latest problem's result, also when its solve was cancelled (``predict``'s timeout)."""
-        self._record("run_start", **_jsonable(resolved.record()),
+        self._record("run_start", **jsonable(resolved.record()),
                      model=self.model, engine=resolved.config.engine,
                      startup_seconds=round(self.startup_seconds, 2), startup_counted_from=started_from,
                      bank_seconds=round(self.bank.state.end - self.bank.state.start, 2),
-                     max_samples=self.max_samples, max_num_seqs=engine.max_num_seqs, speed=_jsonable(asdict(speed)),
+                     max_samples=self.max_samples, max_num_seqs=engine.max_num_seqs, speed=jsonable(asdict(speed)),
                      policy_object=getattr(policy, "name", type(policy).__name__))
 
     @classmethod
@@ -253,6 +253,6 @@ class Session:
             self.recorder.write(event, **fields)
 
 
-def _jsonable(obj: Any) -> Any:
-
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON data (what a record holds: tuples as lists, other objects as their ``str``)."""
     return json.loads(json.dumps(obj, default=str))

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kit.offline.runs import load_pool_run, load_records_run
+from kit.offline.runs import load_pool_run, load_records_run, records_file
 from kit.runtime.profiles import Profile, get_profile
 from kit.runtime.tokens import ApproxTokenizer
 
@@ -125,8 +125,8 @@ def load_pool_arg(pool: str, profile: Profile | str | None = None, seed: int = 0
     synthetic = {n: load for n, load in {**family("aimo2"), **family("aimo3")}.items() if n.startswith("syn-")}
     if pool in synthetic:  # recorded pools fall through: read with this profile's answer normalisation
         return synthetic[pool]()
-    path = Path(pool)
-    if path.is_file() and path.name.startswith("records"):
+    path = records_file(pool)
+    if path is not None:
         return pool_from_records(path, profile)
     return pool_from_traces(pool, profile, columns=columns)
 
