@@ -176,3 +176,27 @@ def test_ray_with_two_replicas_produces_the_same_set_and_a_killed_replica_loses_
     keys = _keys(killed)
     assert len(keys) == 360 and set(keys.values()) == {1}
     assert len(load_records_run(killed).problems) == 30
+
+
+@pytest.mark.slow
+def test_generate_then_curate_then_sft_end_to_end(tmp_path: Path) -> None:
+    """The loop's first turn: attempts (replay of real SkyThought samples through the solver), curated by pass
+    rate and shortest correct trace straight from the generate folder, then two SFT steps on the tiny model."""
+    from training.curate import CurateConfig, InputConfig
+    from training.curate import run as curate
+    from training.sft import main as sft_main
+
+    gen = tmp_path / "gen"
+    assert main([*REPLAY, "--samples", "3", "--out", str(gen)]) == 0
+    curate(CurateConfig(inputs=[InputConfig(path=str(gen))], eval_sets=["aime25"], max_pass_rate=1.0,
+                        max_tokens=4000, out=str(tmp_path / "cur")))
+    rows = [json.loads(x) for x in (tmp_path / "cur" / "sft.jsonl").read_text().splitlines()]
+    records = load_records_run(gen)
+    solved = {f"gen:{p.problem_id}" for p in records.problems if any(s.answer == p.gold for s in p.samples)}
+    assert rows and {r["problem_id"] for r in rows} <= solved  # one shortest correct trace per solved problem
+    assert len({r["problem_id"] for r in rows}) == len(rows)
+    rl = (tmp_path / "cur" / "rl.jsonl").read_text().splitlines()
+    assert len(rl) == 30  # every generated problem, with its pass rate
+    assert sft_main(["--config", str(REPO / "training/configs/sft_tiny.yaml"), "--data",
+                     str(tmp_path / "cur" / "sft.jsonl"), "--output_dir", str(tmp_path / "sft")]) == 0
+    assert (tmp_path / "sft" / "config.json").is_file()
