@@ -87,6 +87,8 @@ class GenerateReport:
     generated: int = 0
     tokens: int = 0
     seconds: float = 0.0
+    """Generating (the engine's start-up not counted: ``startup_seconds``)."""
+    startup_seconds: float = 0.0
     merged_samples: int = 0
     merged_problems: int = 0
     missing: list[str] = field(default_factory=list)
@@ -192,26 +194,25 @@ def from_list(items: Iterable[Item]) -> NextItem:
     return next_item
 
 
-async def generate_items(resolved: ResolvedConfig, engine: Engine, next_item: NextItem, recorder: RunRecorder, *,
-                         on_sample: Callable[[dict], None] = lambda s: None,
-                         concurrency: int | None = None) -> None:
+def open_solver(resolved: ResolvedConfig, engine: Engine, recorder: RunRecorder,
+                on_sample: Callable[[dict], None] = lambda s: None) -> Solver:
+    """The solver generation runs: the run's own, without early stop, its sandbox started (part of the
+    start-up, like the engine's; the caller shuts ``solver.sandbox`` down)."""
+    config = replace(resolved.solver, early_stop=False, n_samples=max(resolved.solver.n_samples, 1))
+    return Solver(engine, config, profile=resolved.profile, sandbox=sandbox_for(config),
+                  recorder=_SamplesOnly(recorder, on_sample))  # type: ignore[arg-type]
+
+
+async def generate_items(solver: Solver, next_item: NextItem, *, concurrency: int | None = None) -> None:
     """Solve items as one sample each until ``next_item`` has none: ``concurrency`` workers (default: the
     engine's ``max_num_seqs``) each pull the next item when theirs is done, so the engine's batch stays full
     and a fast worker takes more. No deadline, no early stop."""
-    config = replace(resolved.solver, early_stop=False, n_samples=max(resolved.solver.n_samples, 1))
-    sandbox = sandbox_for(config)
-    solver = Solver(engine, config, profile=resolved.profile, sandbox=sandbox,
-                    recorder=_SamplesOnly(recorder, on_sample))  # type: ignore[arg-type]
 
     async def worker() -> None:
         while (item := await next_item()) is not None:
             await solver.solve(item.problem.id, item.problem.problem, n_samples=1, first_index=item.index)
 
-    try:
-        await asyncio.gather(*(worker() for _ in range(max(1, concurrency or engine.max_num_seqs))))
-    finally:
-        if sandbox is not None:
-            sandbox.shutdown()
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency or solver.engine.max_num_seqs))))
 
 
 def merge(out: Path, problems: Sequence[Problem], samples: int, resolved: ResolvedConfig) -> GenerateReport:
@@ -295,9 +296,7 @@ def run_generate(opts: GenerateOptions, *, engine_factory: Callable[[], Any] | N
     if todo:
         console.print(f"[bold]kit generate[/]: {len(todo)} samples to generate ({report.skipped} of {len(items)} "
                       f"already recorded in {opts.out})")
-        start = time.monotonic()
         asyncio.run(_generate_here(opts, todo, report, engine_factory, console))
-        report.seconds = time.monotonic() - start
     else:
         console.print(f"kit generate: all {len(items)} samples already recorded in {opts.out}")
     merged = merge(opts.out, opts.problems, opts.samples, opts.run)
@@ -328,10 +327,13 @@ async def start_engine(run: ResolvedConfig, engine_factory: Callable[[], Any] | 
 
 async def _generate_here(opts: GenerateOptions, todo: list[Item], report: GenerateReport,
                          engine_factory: Callable[[], Any] | None, console: Console) -> None:
+    t0 = time.monotonic()
     engine = await start_engine(opts.run, engine_factory, lambda m: console.print(f"[dim]{m}[/]"))
     spec = spec_of(opts.run, opts.problem_source, opts.samples)
     recorder = RunRecorder(opts.out / PARTS / f"records-{opts.writer}.jsonl")
     recorder.write("run_start", **run_start_fields(opts.run, engine, spec, opts.writer))
+    solver = open_solver(opts.run, engine, recorder, lambda sample: advance(sample))
+    report.startup_seconds = time.monotonic() - t0
     progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=console)
@@ -347,12 +349,35 @@ async def _generate_here(opts: GenerateOptions, todo: list[Item], report: Genera
     try:
         with progress:
             task = progress.add_task("generate", total=len(todo), rate="")
-            await generate_items(opts.run, engine, from_list(todo), recorder, on_sample=advance)
+            await generate_items(solver, from_list(todo))
+        report.seconds = time.monotonic() - start
     finally:
+        if solver.sandbox is not None:
+            solver.sandbox.shutdown()
         recorder.close()
         await engine.close()
 
 
-__all__ = ["GENERATE_FILE", "MERGED", "PARTS", "GenerateError", "GenerateOptions", "GenerateReport", "Item",
-           "claim_folder", "default_engine_factory", "from_list", "generate_items", "merge", "part_files", "prepare", "recorded", "run_generate",
-           "run_start_fields", "spec_of", "start_engine", "work_items"]
+__all__ = [
+    "GENERATE_FILE",
+    "MERGED",
+    "PARTS",
+    "GenerateError",
+    "GenerateOptions",
+    "GenerateReport",
+    "Item",
+    "claim_folder",
+    "default_engine_factory",
+    "from_list",
+    "generate_items",
+    "merge",
+    "open_solver",
+    "part_files",
+    "prepare",
+    "recorded",
+    "run_generate",
+    "run_start_fields",
+    "spec_of",
+    "start_engine",
+    "work_items",
+]

@@ -30,6 +30,7 @@ from kit.learn.generate import (
     Item,
     generate_items,
     merge,
+    open_solver,
     prepare,
     recorded,
     run_start_fields,
@@ -175,9 +176,12 @@ def _replica_class() -> Any:
                     return None
                 return Item(Problem(pid, text, answer), index)
 
+            solver = open_solver(self.run_config, engine, recorder, counted)
             try:
-                await generate_items(self.run_config, engine, next_item, recorder, on_sample=counted)
+                await generate_items(solver, next_item)
             finally:
+                if solver.sandbox is not None:
+                    solver.sandbox.shutdown()
                 recorder.close()
                 await asyncio.wait_for(engine.close(), timeout=60)
             return count
