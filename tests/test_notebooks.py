@@ -28,6 +28,7 @@ TINY_PARAMS: dict[str, dict] = {
     "05_quantize.ipynb": {"config": "training/configs/quantize_tiny.yaml",
                           "overrides": ["--model", "{runs}/distill-merge/merged"], "out": "{runs}/quantize"},
     "06_evaluate.ipynb": {"pools": ["skythought_aime24"], "out": "{runs}/evaluate"},
+    "07_loop.ipynb": {"out": "{runs}/loop", "samples": 2, "max_tokens": 64},
 }
 """Tiny parameters per notebook, in pipeline order: each notebook reads what the previous ones wrote
 (``{runs}`` is a temporary folder), as a user runs them: curate → SFT → GRPO → distil/merge → quantise."""
@@ -78,3 +79,7 @@ def test_notebooks_execute_as_a_pipeline(tmp_path: Path) -> None:
         assert (runs / model / "config.json").is_file(), model
     assert "quantization_config" in (runs / "quantize" / "config.json").read_text()
     assert (runs / "evaluate" / "report.md").is_file() and (runs / "evaluate" / "budget_curve.png").is_file()
+    # the loop: the trained model's own attempts, read back by evaluate and simulate
+    loop = runs / "loop"
+    assert (loop / "gen1" / "records.jsonl").is_file() and (loop / "grpo" / "config.json").is_file()
+    assert "gen1" in (loop / "evaluate" / "report.md").read_text() and (loop / "simulate.png").is_file()

@@ -23,6 +23,7 @@ The output folder (docs/generate.md):
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import json
 import os
@@ -296,13 +297,24 @@ def run_generate(opts: GenerateOptions, *, engine_factory: Callable[[], Any] | N
     if todo:
         console.print(f"[bold]kit generate[/]: {len(todo)} samples to generate ({report.skipped} of {len(items)} "
                       f"already recorded in {opts.out})")
-        asyncio.run(_generate_here(opts, todo, report, engine_factory, console))
+        run_to_end(_generate_here(opts, todo, report, engine_factory, console))
     else:
         console.print(f"kit generate: all {len(items)} samples already recorded in {opts.out}")
     merged = merge(opts.out, opts.problems, opts.samples, opts.run)
     report.merged_samples, report.merged_problems, report.missing = (merged.merged_samples, merged.merged_problems,
                                                                       merged.missing)
     return report
+
+
+def run_to_end(coro: Any) -> Any:
+    """``asyncio.run(coro)``, also from inside a running event loop (a Jupyter kernel): there in a thread of its
+    own, since vLLM's async engine needs a loop for its whole life."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def default_engine_factory(run: ResolvedConfig) -> Callable[[], Any] | None:
