@@ -123,10 +123,6 @@ def test_tiny_model_generation_killed_midway_resumes_to_each_sample_once(tmp_pat
     assert len(keys) == 40 and set(keys.values()) == {1}
     run = load_records_run(out)
     assert len(run.problems) == 10 and run.model is not None and "tiny" in run.model
-    ev = subprocess.run([sys.executable, "-m", "kit", "evaluate", "--records", str(out), "--out",
-                         str(tmp_path / "eval"), "--boot", "20"], capture_output=True, text=True, cwd=REPO,
-                        timeout=600)
-    assert ev.returncode == 0, ev.stderr[-2000:]
 
 
 @pytest.mark.slow
