@@ -91,6 +91,7 @@ class GenerateReport:
     """Generating (the engine's start-up not counted: ``startup_seconds``)."""
     startup_seconds: float = 0.0
     merged_samples: int = 0
+    merged_tokens: int = 0
     merged_problems: int = 0
     missing: list[str] = field(default_factory=list)
     """Problems whose samples are not all recorded yet (other shards, a run cut short)."""
@@ -158,14 +159,23 @@ def part_files(out: Path) -> list[Path]:
     return sorted((out / PARTS).glob("records-*.jsonl")) if (out / PARTS).is_dir() else []
 
 
-def recorded(out: Path) -> dict[tuple[str, int], dict]:
-    """The finished sample events of every part, one per (problem, sample): the last one written wins."""
+def _read_parts(out: Path) -> tuple[list[dict], dict[tuple[str, int], dict]]:
+    """(the parts' ``run_start`` events, their finished sample events one per (problem, sample), the last
+    written winning), each part read once."""
+    starts: list[dict] = []
     done: dict[tuple[str, int], dict] = {}
     for path in part_files(out):
-        for e in read_events(path, "sample"):
-            if e.get("finish_reason") not in UNFINISHED:
+        for e in read_events(path):
+            if e.get("event") == "run_start":
+                starts.append(e)
+            elif e.get("event") == "sample" and e.get("finish_reason") not in UNFINISHED:
                 done[(str(e["problem_id"]), int(e["index"]))] = e
-    return done
+    return starts, done
+
+
+def recorded(out: Path) -> dict[tuple[str, int], dict]:
+    """The finished sample events of every part, one per (problem, sample)."""
+    return _read_parts(out)[1]
 
 
 class _SamplesOnly:
@@ -216,12 +226,13 @@ async def generate_items(solver: Solver, next_item: NextItem, *, concurrency: in
     await asyncio.gather(*(worker() for _ in range(max(1, concurrency or solver.engine.max_num_seqs))))
 
 
-def merge(out: Path, problems: Sequence[Problem], samples: int, resolved: ResolvedConfig) -> GenerateReport:
-    """Rewrite ``records.jsonl`` from the parts (see the module docstring); atomic (a reader never sees half)."""
-    done = recorded(out)
-    starts = [e for path in part_files(out) for e in read_events(path, "run_start")]
+def merge(out: Path, problems: Sequence[Problem], samples: int, resolved: ResolvedConfig,
+          report: GenerateReport) -> None:
+    """Rewrite ``records.jsonl`` from the parts (see the module docstring); atomic (a reader never sees half).
+    ``report`` gets what the merged run holds."""
+    starts, done = _read_parts(out)
     profile = resolved.profile
-    report = GenerateReport(out=out, items=len(problems) * samples, skipped=0)
+    report.merged_samples, report.merged_problems, report.missing = 0, 0, []
     lines: list[dict] = []
     if starts:
         lines.append(starts[0])
@@ -229,6 +240,7 @@ def merge(out: Path, problems: Sequence[Problem], samples: int, resolved: Resolv
         got = [done[(p.id, j)] for j in range(samples) if (p.id, j) in done]
         lines.extend(got)
         report.merged_samples += len(got)
+        report.merged_tokens += sum(int(x.get("tokens") or 0) for x in got)
         if len(got) < samples:
             report.missing.append(p.id)
             continue
@@ -249,7 +261,6 @@ def merge(out: Path, problems: Sequence[Problem], samples: int, resolved: Resolv
         for line in lines:
             fh.write(json.dumps(line, ensure_ascii=False) + "\n")
     os.replace(tmp, out / MERGED)
-    return report
 
 
 def run_start_fields(resolved: ResolvedConfig, engine: Engine, spec: dict[str, Any], writer: str) -> dict[str, Any]:
@@ -281,8 +292,8 @@ class GenerateOptions:
 def prepare(opts: GenerateOptions) -> tuple[list[Item], list[Item]]:
     """Check the folder against the configuration (claiming it when new); (this writer's items, those of them
     still to generate)."""
+    items = work_items(opts.problems, opts.samples, shards=opts.shards, shard=opts.shard)  # bad input: nothing written
     claim_folder(opts.out, spec_of(opts.run, opts.problem_source, opts.samples))
-    items = work_items(opts.problems, opts.samples, shards=opts.shards, shard=opts.shard)
     done = recorded(opts.out)
     return items, [i for i in items if i.key not in done]
 
@@ -300,9 +311,7 @@ def run_generate(opts: GenerateOptions, *, engine_factory: Callable[[], Any] | N
         run_to_end(_generate_here(opts, todo, report, engine_factory, console))
     else:
         console.print(f"kit generate: all {len(items)} samples already recorded in {opts.out}")
-    merged = merge(opts.out, opts.problems, opts.samples, opts.run)
-    report.merged_samples, report.merged_problems, report.missing = (merged.merged_samples, merged.merged_problems,
-                                                                      merged.missing)
+    merge(opts.out, opts.problems, opts.samples, opts.run, report)
     return report
 
 

@@ -137,10 +137,8 @@ def run_generate_ray(opts: GenerateOptions, *, console: Console | None = None) -
     finally:
         if started:
             ray.shutdown()
-    merged = merge(opts.out, opts.problems, opts.samples, opts.run)
-    report.merged_samples, report.merged_problems, report.missing = (merged.merged_samples, merged.merged_problems,
-                                                                      merged.missing)
-    report.tokens = sum(int(e.get("tokens") or 0) for e in recorded(opts.out).values())
+    merge(opts.out, opts.problems, opts.samples, opts.run, report)
+    report.tokens = report.merged_tokens  # the replicas' own counts stay in their processes
     return report
 
 
